@@ -1,0 +1,5 @@
+import sys
+
+from trianflow.cli import main
+
+sys.exit(main())
