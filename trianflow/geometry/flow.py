@@ -1,0 +1,92 @@
+"""Optical-flow geometry: backward warping, forward-backward consistency, occlusion by splatting.
+
+Flow ``(B,2,H,W)`` = coordinates in image 2 minus coordinates in image 1, channel 0 = x.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from trianflow.geometry.camera import pixel_grid
+
+
+def normalize_coords(xy: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Pixel coordinates ``(...,2)`` -> ``[-1,1]`` for ``grid_sample(align_corners=True)``."""
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=xy.dtype, device=xy.device)
+    return xy * scale - 1.0
+
+
+def sample_at(img: torch.Tensor, xy: torch.Tensor, mode: str = "bilinear", padding_mode: str = "zeros"):
+    """Sample ``img (B,C,H,W)`` at pixel coordinates ``xy (B,H',W',2)`` -> ``(B,C,H',W')``."""
+    h, w = img.shape[-2:]
+    grid = normalize_coords(xy, h, w).to(img.dtype)
+    return F.grid_sample(img, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+
+
+def flow_warp(img: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros"):
+    """Backward-warp ``img`` (image 2) into image 1's frame with ``flow`` (1 -> 2).
+
+    Args:
+        img: ``(B,C,H,W)`` image 2.
+        flow: ``(B,2,H,W)`` flow from image 1 to image 2.
+    Returns:
+        ``(warped, valid)``: ``(B,C,H,W)`` image 2 sampled at ``p + flow(p)`` and ``(B,1,H,W)``
+        float mask, 1 where the sample lies inside image 2.
+    """
+    b, _, h, w = flow.shape
+    grid = pixel_grid(h, w, device=flow.device, dtype=flow.dtype).unsqueeze(0) + flow  # (B,2,H,W)
+    xy = grid.permute(0, 2, 3, 1)
+    warped = sample_at(img, xy, padding_mode=padding_mode)
+    valid = (
+        (xy[..., 0] >= 0) & (xy[..., 0] <= w - 1) & (xy[..., 1] >= 0) & (xy[..., 1] <= h - 1)
+    ).unsqueeze(1)
+    return warped, valid.to(img.dtype)
+
+
+def fb_consistency(flow_fwd: torch.Tensor, flow_bwd: torch.Tensor) -> torch.Tensor:
+    """Forward-backward distance ``|f(p) + b(p + f(p))|`` per pixel of image 1.
+
+    Args:
+        flow_fwd: ``(B,2,H,W)`` flow 1 -> 2.  flow_bwd: ``(B,2,H,W)`` flow 2 -> 1.
+    Returns:
+        ``(B,1,H,W)`` distance in pixels (large where the forward flow leaves image 2).
+    """
+    bwd_at_fwd, valid = flow_warp(flow_bwd, flow_fwd, padding_mode="border")
+    dist = (flow_fwd + bwd_at_fwd).norm(dim=1, keepdim=True)
+    big = torch.full_like(dist, 1e3)
+    return torch.where(valid > 0, dist, big)
+
+
+def occlusion_mask(flow_bwd: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Visibility of image-1 pixels in image 2 by forward splatting of the backward flow.
+
+    Every pixel q of image 2 is splatted bilinearly to ``q + flow_bwd(q)`` in image 1. Pixels
+    of image 1 that receive (almost) no weight have no counterpart in image 2: occluded or out
+    of view. The result is not differentiable (it is a mask).
+
+    Args:
+        flow_bwd: ``(B,2,H,W)`` flow from image 2 to image 1.
+        threshold: accumulated splat weight below which a pixel counts as occluded; with
+            ``threshold <= 0`` the clamped weight itself (in [0,1]) is returned, as TrianFlow does.
+    Returns:
+        ``(B,1,H,W)`` float mask in [0,1], 1 = visible in image 2.
+    """
+    with torch.no_grad():
+        b, _, h, w = flow_bwd.shape
+        grid = pixel_grid(h, w, device=flow_bwd.device, dtype=torch.float32).unsqueeze(0)
+        tgt = (grid + flow_bwd.float()).reshape(b, 2, -1)  # (B,2,HW)
+        x, y = tgt[:, 0], tgt[:, 1]
+        x0, y0 = torch.floor(x), torch.floor(y)
+        acc = torch.zeros(b, h * w, device=flow_bwd.device, dtype=torch.float32)
+        for dx in (0, 1):
+            for dy in (0, 1):
+                xi, yi = x0 + dx, y0 + dy
+                wgt = (1 - (x - xi).abs()) * (1 - (y - yi).abs())
+                ok = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1) & (wgt > 0)
+                idx = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).long()
+                acc.scatter_add_(1, idx, torch.where(ok, wgt, torch.zeros_like(wgt)))
+        acc = acc.reshape(b, 1, h, w)
+        if threshold <= 0:
+            return acc.clamp(0, 1).to(flow_bwd.dtype)
+        return (acc >= threshold).to(flow_bwd.dtype)
