@@ -9,7 +9,8 @@ For each scale s and each direction (1 -> 2 and 2 -> 1):
   (:func:`trianflow.geometry.flow.occlusion_mask`, soft as in TrianFlow by default), ``M_fb``
   keeps pixels whose forward-backward distance is below ``max(fb_beta * |f|, fb_alpha)``
   (TrianFlow: 0.05 and 3 px; disable with ``use_fb_mask=False``). Masks carry no gradient. Both
-  images are multiplied by ``M`` before the SSIM, as TrianFlow does, so that the invalid pixels
+  images are zeroed outside the support of ``M`` before the SSIM (TrianFlow multiplies them by
+  ``M``), so that the invalid pixels
   do not leak into the 3x3 SSIM windows of their valid neighbours;
 * 2nd-order edge-aware smoothness (:func:`~trianflow.losses.smoothness.flow_smoothness_2nd`) of
   both flows is added with weight ``beta``.
@@ -118,7 +119,8 @@ def flow_loss(img1: torch.Tensor, img2: torch.Tensor, flows_fwd: Sequence[torch.
             mask = flow_valid_mask(fa, fb, occ_threshold, use_fb_mask, fb_alpha, fb_beta)
             # as TrianFlow: both images are masked before SSIM, so that invalid pixels (zeros of the
             # warp outside image 2) cannot spill into the 3x3 SSIM windows of their valid neighbours
-            pe = photometric_error(src * mask, warped * mask, alpha)
+            support = (mask > 0).to(src.dtype)
+            pe = photometric_error(src * support, warped * support, alpha)
             photo = photo + sw * masked_mean(pe, mask)
             smooth = smooth + sw * flow_smoothness_2nd(fa, src, edge_weight, flow_scale)
     total_ps = photo + beta * smooth
