@@ -78,15 +78,17 @@ def occlusion_mask(flow_bwd: torch.Tensor, threshold: float = 0.5) -> torch.Tens
         tgt = (grid + flow_bwd.float()).reshape(b, 2, -1)  # (B,2,HW)
         x, y = tgt[:, 0], tgt[:, 1]
         x0, y0 = torch.floor(x), torch.floor(y)
-        acc = torch.zeros(b, h * w, device=flow_bwd.device, dtype=torch.float32)
-        for dx in (0, 1):
-            for dy in (0, 1):
-                xi, yi = x0 + dx, y0 + dy
-                wgt = (1 - (x - xi).abs()) * (1 - (y - yi).abs())
-                ok = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1) & (wgt > 0)
-                idx = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).long()
-                acc.scatter_add_(1, idx, torch.where(ok, wgt, torch.zeros_like(wgt)))
-        acc = acc.reshape(b, 1, h, w)
+        fx, fy = x - x0, y - y0
+        offset = (torch.arange(b, device=flow_bwd.device) * (h * w)).unsqueeze(1)
+        idx, wts = [], []
+        for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+            xi, yi = x0 + dx, y0 + dy
+            wgt = (fx if dx else 1 - fx) * (fy if dy else 1 - fy)
+            ok = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1)
+            idx.append(torch.where(ok, (yi * w + xi).long() + offset, torch.zeros_like(offset).expand_as(ok)))
+            wts.append(torch.where(ok, wgt, torch.zeros_like(wgt)))
+        acc = torch.bincount(torch.cat(idx, 1).flatten(), weights=torch.cat(wts, 1).flatten(), minlength=b * h * w)
+        acc = acc.reshape(b, 1, h, w).float()
         if threshold <= 0:
             return acc.clamp(0, 1).to(flow_bwd.dtype)
         return (acc >= threshold).to(flow_bwd.dtype)

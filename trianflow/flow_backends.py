@@ -1,0 +1,53 @@
+"""Dense optical-flow backends for VO: a common callable interface.
+
+A backend is called as ``backend(img1, img2) -> (flow_fwd, flow_bwd)`` on ``(H,W,3)`` uint8 RGB
+frames and returns two ``(H,W,2)`` float32 arrays (1 -> 2 and 2 -> 1, channel 0 = x).
+The classical backend is OpenCV's DIS; the network backend lives in ``trianflow.models``.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from trianflow.errors import InputError
+
+DIS_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+
+
+def to_gray(img: np.ndarray) -> np.ndarray:
+    """``(H,W,3)`` RGB or ``(H,W)`` gray uint8 -> ``(H,W)`` gray uint8."""
+    if img.ndim == 2:
+        return img
+    if img.shape[2] == 3 and np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 0], img[..., 2]):
+        return np.ascontiguousarray(img[..., 0])
+    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+
+
+class DISFlow:
+    """OpenCV DIS optical flow, forward and backward.
+
+    Args:
+        preset: ``"ultrafast"``, ``"fast"`` or ``"medium"``.
+        use_prior: initialise the forward flow of the next pair with the previous forward flow
+            (faster convergence on smooth video).
+    """
+
+    name = "dis"
+
+    def __init__(self, preset: str = "medium", use_prior: bool = False):
+        if preset not in DIS_PRESETS:
+            raise InputError(f"unknown DIS preset {preset!r}; choose one of {', '.join(DIS_PRESETS)}")
+        self.preset = preset
+        self._fwd = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+        self._bwd = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+
+    def __call__(self, img1: np.ndarray, img2: np.ndarray):
+        g1, g2 = to_gray(img1), to_gray(img2)
+        fwd = self._fwd.calc(g1, g2, None)
+        bwd = self._bwd.calc(g2, g1, None)
+        return fwd, bwd

@@ -1,0 +1,417 @@
+"""The VO loop: frames -> flow -> correspondences -> pose -> triangulation -> scale -> trajectory.
+
+Every consecutive pair goes through the same path as TrianFlow's pose estimation:
+
+1. dense forward and backward flow (OpenCV DIS, or a FlowNet checkpoint);
+2. correspondence selection: score = visible / (0.1 + fb distance), top 20 %, 6000 at random;
+3. essential matrix by robust RANSAC (``opencv`` / ``pycolmap`` / ``torch`` backend) and the
+   cheirality-checked [R|t], refined on the inliers' Sampson error;
+4. midpoint triangulation of the inliers (unit baseline);
+5. scale: stereo depth of the first frame of the pair (metric), a DepthNet prediction (robust
+   regression, TrianFlow style), or - monocular - the triangulated points shared with the previous
+   pair: the previous pair's points (in the previous chain scale) are tracked into the new pair by
+   the flow and re-triangulated, and the median-consensus ratio of their depths chains one scale
+   through the whole trajectory.
+
+Degenerate pairs fall back, and the per-frame ``status`` says which path was taken:
+
+- ``ok``: essential matrix + triangulation, scale chained (or metric);
+- ``ok_const_scale``: pose from E but too few shared points: translation length from the previous pair;
+- ``static``: median flow below ``static_flow_px``: identity motion;
+- ``rotation``: parallax after de-rotation below ``min_parallax_px``: rotation-only (t = 0);
+- ``pnp``: E failed (too few inliers): PnP-RANSAC on the previous triangulated points;
+- ``const_vel``: everything failed: constant-velocity guess (previous relative motion).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, List, Optional
+
+import cv2
+import numpy as np
+import torch
+
+from trianflow.geometry.flow import sample_at
+from trianflow.geometry.pose import invert_pose, make_pose, umeyama
+from trianflow.geometry.ransac import estimate_relative_pose
+from trianflow.geometry.sampling import correspondence_scores, sample_correspondences
+from trianflow.geometry.scale import align_scale
+from trianflow.geometry.triangulation import triangulate_midpoint
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("first", "ok", "ok_const_scale", "static", "rotation", "pnp", "const_vel")
+
+
+@dataclass
+class VOConfig:
+    """Settings of the VO loop (defaults are the documented ones)."""
+
+    flow: str = "dis"  # "dis" or "network"
+    dis_preset: str = "medium"
+    num_samples: int = 6000
+    top_ratio: float = 0.2
+    score_stride: int = 2  # score / select on every 2nd pixel (4x fewer), flows read at full resolution
+    ransac_backend: str = "opencv"
+    ransac_threshold: float = 1.0  # px, Sampson
+    ransac_confidence: float = 0.999
+    ransac_max_iters: int = 1000
+    refine_iters: int = 10
+    lo_rounds: int = 2
+    min_inliers: int = 50
+    static_flow_px: float = 0.5
+    min_parallax_px: float = 1.0
+    min_tri_angle_deg: float = 0.1
+    max_reproj_px: float = 2.0
+    scale_method: str = "ransac"
+    min_shared: int = 20
+    pnp_min_inliers: int = 15
+    stereo: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    torch_threads: int = 1  # small-tensor geometry is fastest single-threaded; 0 keeps torch's default
+
+
+@dataclass
+class FrameInfo:
+    """Per-frame record written to ``frames.csv``."""
+
+    index: int
+    timestamp: float
+    status: str
+    matches: int = 0
+    inliers: int = 0
+    triangulated: int = 0
+    shared: int = 0
+    scale: float = float("nan")
+    rot_deg: float = 0.0
+    trans: float = 0.0
+    seconds: float = 0.0
+    reason: str = ""
+
+
+@dataclass
+class VOResult:
+    """Output of :func:`run_vo`: camera-to-world poses (first = identity) and per-frame info."""
+
+    poses: np.ndarray  # (N,4,4) camera-to-world
+    timestamps: np.ndarray
+    frames: List[FrameInfo]
+    K: np.ndarray
+    config: VOConfig
+    timings: dict = field(default_factory=dict)
+    points: Optional[np.ndarray] = None  # (M,3) world points (optional, for export)
+    colors: Optional[np.ndarray] = None
+
+    def status_counts(self) -> dict:
+        out: dict = {}
+        for f in self.frames:
+            out[f.status] = out.get(f.status, 0) + 1
+        return out
+
+
+@dataclass
+class _Track:
+    """Points triangulated in the last pair, expressed in the current frame (chain scale)."""
+
+    xy: torch.Tensor  # (M,2) pixels in the current frame
+    X: torch.Tensor  # (M,3) current-camera coordinates
+
+
+class VisualOdometry:
+    """Stateful monocular/stereo VO over consecutive frames.
+
+    Args:
+        K: ``(3,3)`` intrinsics of the (left) camera.
+        image_size: ``(H, W)``.
+        config: :class:`VOConfig`.
+        flow_fn: callable ``(img1, img2) -> (fwd, bwd)`` on ``(H,W,3)`` uint8 frames giving
+            ``(H,W,2)`` float32 flows; defaults to DIS with ``config.dis_preset``.
+        baseline: stereo baseline in metres (enables metric scale with ``config.stereo``).
+        depth_fn: optional callable ``img -> (H,W)`` depth (e.g. a DepthNet); when given (and not
+            stereo) each pair's scale comes from aligning triangulated to predicted depth.
+    """
+
+    def __init__(self, K, image_size, config: Optional[VOConfig] = None, flow_fn: Optional[Callable] = None,
+                 baseline: Optional[float] = None, depth_fn: Optional[Callable] = None):
+        from trianflow.flow_backends import DISFlow
+
+        self.cfg = config or VOConfig()
+        self.device = torch.device(self.cfg.device)
+        self.K = np.asarray(K, dtype=np.float64)
+        self.Kt = torch.as_tensor(self.K, dtype=torch.float32, device=self.device).unsqueeze(0)
+        self.size = tuple(image_size)
+        self.flow_fn = flow_fn or DISFlow(self.cfg.dis_preset)
+        self.stereo_flow = DISFlow(self.cfg.dis_preset) if (self.cfg.stereo and baseline) else None
+        self.baseline = baseline
+        self.depth_fn = depth_fn
+        self.gen = torch.Generator().manual_seed(self.cfg.seed)
+        self.prev_img = None
+        self.prev_right = None
+        self.track: Optional[_Track] = None
+        self.last_rel = np.eye(4)
+        self.last_speed: Optional[float] = None
+        self.pose_c2w = np.eye(4)
+        self.stage_seconds = {"flow": 0.0, "select": 0.0, "geometry": 0.0}
+
+    # -- public -----------------------------------------------------------------------------
+    def step(self, index: int, timestamp: float, image: np.ndarray, image_right: Optional[np.ndarray] = None):
+        """Process one frame; returns ``(pose_c2w (4,4), FrameInfo)``."""
+        t0 = time.perf_counter()
+        if self.prev_img is None:
+            self.prev_img, self.prev_right = image, image_right
+            return self.pose_c2w.copy(), FrameInfo(index, timestamp, "first", seconds=time.perf_counter() - t0)
+        info = FrameInfo(index, timestamp, "ok")
+        fwd, bwd = self.flow_fn(self.prev_img, image)
+        t1 = time.perf_counter()
+        self.stage_seconds["flow"] += t1 - t0
+        rel = self._relative_pose(fwd, bwd, info)
+        self.stage_seconds["geometry"] += time.perf_counter() - t1
+        self.pose_c2w = self.pose_c2w @ np.linalg.inv(rel)
+        self.last_rel = rel
+        self.prev_img, self.prev_right = image, image_right
+        info.rot_deg = float(np.degrees(np.arccos(np.clip((np.trace(rel[:3, :3]) - 1) / 2, -1, 1))))
+        info.trans = float(np.linalg.norm(rel[:3, 3]))
+        info.seconds = time.perf_counter() - t0
+        return self.pose_c2w.copy(), info
+
+    # -- internals --------------------------------------------------------------------------
+    def _flow_tensor(self, f: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1))).unsqueeze(0).to(self.device)
+
+    def _relative_pose(self, fwd: np.ndarray, bwd: np.ndarray, info: FrameInfo) -> np.ndarray:
+        cfg = self.cfg
+        ff, fb = self._flow_tensor(fwd), self._flow_tensor(bwd)
+        ts = time.perf_counter()
+        st = max(1, cfg.score_stride)
+        ffs, fbs = ff[..., ::st, ::st] / st, fb[..., ::st, ::st] / st
+        score_s = correspondence_scores(ffs, fbs)
+        corr = sample_correspondences(ffs, score=score_s, num_samples=cfg.num_samples, top_ratio=cfg.top_ratio,
+                                      generator=self.gen)
+        if st > 1:  # back to full-resolution pixels, with the full-resolution flow there
+            x1 = corr.x1 * st
+            xi = x1.long()
+            corr.x1 = x1
+            corr.x2 = x1 + ff[0, :, xi[0, :, 1], xi[0, :, 0]].T.unsqueeze(0)
+            score = torch.nn.functional.interpolate(score_s, size=ff.shape[-2:], mode="nearest")
+        else:
+            score = score_s
+        self.stage_seconds["select"] += time.perf_counter() - ts
+        valid = corr.valid
+        info.matches = int(valid.sum())
+        # tracked points of the previous pair, moved into this frame by the flow
+        tracked = self._advect_track(ff, score)
+        mags = (corr.x2 - corr.x1).norm(dim=-1)[valid]
+        if info.matches == 0 or float(mags.median()) < cfg.static_flow_px:
+            info.status = "static"
+            self.track = _Track(tracked[1], tracked[0].X) if tracked is not None else None
+            return np.eye(4)
+        est = estimate_relative_pose(
+            corr.x1, corr.x2, self.Kt, valid=valid, backend=cfg.ransac_backend, threshold=cfg.ransac_threshold,
+            confidence=cfg.ransac_confidence, max_iters=cfg.ransac_max_iters, min_inliers=cfg.min_inliers,
+            seed=cfg.seed, refine_iters=cfg.refine_iters, lo_rounds=cfg.lo_rounds,
+        )
+        info.inliers = int(est.num_inliers[0])
+        if not bool(est.valid[0]):
+            info.reason = est.reason[0]
+            return self._fallback(tracked, info)
+        R = est.R[0].double()
+        inl = est.inliers[0]
+        # parallax after de-rotation: pure rotation leaves (almost) none
+        x1, x2 = corr.x1[0].double(), corr.x2[0].double()
+        Kd = self.Kt[0].double()
+        Hinf = Kd @ R @ torch.linalg.inv(Kd)
+        p = torch.cat([x1, torch.ones_like(x1[:, :1])], 1) @ Hinf.T
+        parallax = (p[:, :2] / p[:, 2:] - x2).norm(dim=-1)[inl]
+        if float(parallax.median()) < cfg.min_parallax_px:
+            info.status = "rotation"
+            Rrot = self._rotation_only(x1[valid[0]], x2[valid[0]])
+            rel = np.eye(4)
+            rel[:3, :3] = Rrot.cpu().numpy()
+            self.track = None
+            if tracked is not None:
+                self.track = _Track(tracked[1], tracked[0].X @ Rrot.T.to(tracked[0].X.dtype))
+            return rel
+        t_unit = est.t[0].double()
+        T_unit = make_pose(R, t_unit).unsqueeze(0)
+        tri = triangulate_midpoint(corr.x1, corr.x2, self.Kt, self.Kt, T_unit, valid=inl.unsqueeze(0),
+                                   min_angle_deg=cfg.min_tri_angle_deg, max_reproj=cfg.max_reproj_px,
+                                   image_size=self.size)
+        info.triangulated = int(tri.valid.sum())
+        scale, scale_ok, shared = self._scale(T_unit, tri, corr, tracked)
+        info.shared = shared
+        if not scale_ok:
+            info.status = "ok_const_scale"
+            scale = self.last_speed if self.last_speed is not None else 1.0
+        info.scale = float(scale)
+        self.last_speed = float(scale)
+        rel = np.eye(4)
+        rel[:3, :3] = R.cpu().numpy()
+        rel[:3, 3] = (t_unit * scale).cpu().numpy()
+        # new track: this pair's triangulated points in the new frame, at their observed pixels
+        m = tri.valid[0]
+        X1 = tri.points[0][m].double() * scale
+        X2 = X1 @ R.T + t_unit * scale
+        self.track = _Track(corr.x2[0][m].double(), X2)
+        return rel
+
+    def _advect_track(self, ff: torch.Tensor, score: torch.Tensor):
+        """Move the previous track's pixels into the new frame along the forward flow.
+
+        Returns ``None`` or ``(track_in_previous_frame, xy_in_new_frame (M,2))`` for the points
+        whose flow is reliable (visible and forward-backward consistent to ~1 px).
+        """
+        if self.track is None or len(self.track.xy) == 0:
+            return None
+        xy = self.track.xy.to(ff.dtype).view(1, 1, -1, 2)
+        fl = sample_at(ff, xy)[0, :, 0].T  # (M,2)
+        sc = sample_at(score, xy)[0, 0, 0]
+        keep = sc > 1.0  # fb distance below ~0.9 px and visible
+        if not bool(keep.any()):
+            return None
+        return _Track(self.track.xy[keep], self.track.X[keep]), self.track.xy[keep] + fl[keep].double()
+
+    def _scale(self, T_unit, tri, corr, tracked):
+        """Scale of the unit translation; returns (scale, ok, n_points_used)."""
+        cfg = self.cfg
+        if self.cfg.stereo and self.stereo_flow is not None and self.prev_right is not None:
+            s, ok, n = self._stereo_scale(tri, corr)
+            if ok:
+                return s, True, n
+        if self.depth_fn is not None:
+            depth = torch.as_tensor(self.depth_fn(self.prev_img), dtype=torch.float32, device=self.device)
+            m = tri.valid
+            xy = corr.x1.view(1, 1, -1, 2)
+            d = sample_at(depth.view(1, 1, *depth.shape), xy)[0, 0, 0].unsqueeze(0)
+            s, ok, _ = align_scale(tri.depth1.double(), d.double(), m, method=cfg.scale_method,
+                                   min_points=cfg.min_shared, generator=self.gen)
+            return float(s[0]), bool(ok[0]), int(m.sum())
+        if tracked is None:
+            return 1.0, self.last_speed is None, 0  # first pair defines the unit of the trajectory
+        prev, xy2 = tracked
+        # re-triangulate the tracked points with the new (unit) pose
+        x1 = prev.xy.to(torch.float32).unsqueeze(0)
+        x2 = xy2.to(torch.float32).unsqueeze(0)
+        tri2 = triangulate_midpoint(x1, x2, self.Kt, self.Kt, T_unit, min_angle_deg=cfg.min_tri_angle_deg,
+                                    max_reproj=cfg.max_reproj_px, image_size=self.size)
+        z_prev = prev.X[:, 2].unsqueeze(0)
+        s, ok, inl = align_scale(tri2.depth1.double(), z_prev, tri2.valid, method=cfg.scale_method,
+                                 min_points=cfg.min_shared, generator=self.gen)
+        return float(s[0]), bool(ok[0]), int(inl.sum())
+
+    def _stereo_scale(self, tri, corr):
+        cfg = self.cfg
+        fwd, bwd = self.stereo_flow(self.prev_img, self.prev_right)
+        ff, fb = self._flow_tensor(fwd), self._flow_tensor(bwd)
+        sc = correspondence_scores(ff, fb)
+        xy = corr.x1.view(1, 1, -1, 2)
+        f = sample_at(ff, xy)[0, :, 0]  # (2,N)
+        q = sample_at(sc, xy)[0, 0, 0]
+        disp = -f[0]
+        depth = self.K[0, 0] * self.baseline / disp.clamp(min=1e-6)
+        ok = tri.valid[0] & (disp > 0.5) & (f[1].abs() < 1.0) & (q > 1.0)
+        s, good, inl = align_scale(tri.depth1[0].double().unsqueeze(0), depth.double().unsqueeze(0),
+                                   ok.unsqueeze(0), method=cfg.scale_method, min_points=cfg.min_shared,
+                                   generator=self.gen)
+        return float(s[0]), bool(good[0]), int(inl.sum())
+
+    def _rotation_only(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """Rotation with ``b2 ~ R b1`` on unit bearings (Kabsch), with one outlier-rejection pass."""
+        Kinv = torch.linalg.inv(self.Kt[0].double())
+        b1 = torch.cat([x1, torch.ones_like(x1[:, :1])], 1) @ Kinv.T
+        b2 = torch.cat([x2, torch.ones_like(x2[:, :1])], 1) @ Kinv.T
+        b1 = b1 / b1.norm(dim=1, keepdim=True)
+        b2 = b2 / b2.norm(dim=1, keepdim=True)
+        _, R, _ = umeyama(b1, b2, with_scale=False)
+        for _ in range(2):
+            err = (b1 @ R.T - b2).norm(dim=1)
+            keep = err < max(3.0 / self.K[0, 0], float(err.median()) * 3)
+            if keep.sum() >= 3:
+                _, R, _ = _kabsch_origin(b1[keep], b2[keep])
+        return R
+
+    def _fallback(self, tracked, info: FrameInfo) -> np.ndarray:
+        cfg = self.cfg
+        if tracked is not None and len(tracked[0].xy) >= cfg.pnp_min_inliers:
+            prev, xy2 = tracked
+            obj = prev.X.cpu().numpy().astype(np.float64)
+            img = xy2.cpu().numpy().astype(np.float64)
+            ok, rvec, tvec, inl = cv2.solvePnPRansac(obj, img, np.ascontiguousarray(self.K), None,
+                                                      reprojectionError=2.0, iterationsCount=200,
+                                                      flags=cv2.SOLVEPNP_EPNP)
+            if ok and inl is not None and len(inl) >= cfg.pnp_min_inliers:
+                Rm, _ = cv2.Rodrigues(rvec)
+                rel = np.eye(4)
+                rel[:3, :3] = Rm
+                rel[:3, 3] = tvec.ravel()
+                info.status = "pnp"
+                info.inliers = int(len(inl))
+                X = torch.from_numpy(obj[inl.ravel()] @ Rm.T + tvec.ravel())
+                self.track = _Track(torch.from_numpy(img[inl.ravel()]), X)
+                return rel
+        info.status = "const_vel"
+        self.track = None
+        return self.last_rel.copy()
+
+
+def _kabsch_origin(a: torch.Tensor, b: torch.Tensor):
+    """Rotation-only Kabsch (no centring): ``b ~ R a``."""
+    U, _, Vh = torch.linalg.svd(b.T @ a)
+    d = torch.sign(torch.det(U @ Vh))
+    D = torch.diag(torch.stack([torch.ones_like(d), torch.ones_like(d), d]))
+    return None, U @ D @ Vh, None
+
+
+def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, progress: Optional[Callable] = None):
+    """Run VO over a :class:`~trianflow.data.FrameSequence`.
+
+    Args:
+        seq: the frames (and K, timestamps, optional stereo).
+        config: :class:`VOConfig`.
+        progress: optional callable ``(FrameInfo) -> None`` called after each frame (the CLI
+            drives a tqdm bar with it).
+    Returns:
+        :class:`VOResult`.
+    """
+    cfg = config or VOConfig()
+    vo = VisualOdometry(seq.K, seq.size, cfg, flow_fn=flow_fn, baseline=seq.baseline if cfg.stereo else None,
+                        depth_fn=depth_fn)
+    poses, frames = [], []
+    threads = torch.get_num_threads()
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
+    t_start = time.perf_counter()
+    t_read = 0.0
+    for i in range(len(seq)):
+        t0 = time.perf_counter()
+        img = seq.read(i)
+        right = seq.read_right(i) if (cfg.stereo and seq.has_stereo) else None
+        t_read += time.perf_counter() - t0
+        pose, info = vo.step(i, float(seq.timestamps[i]), img, right)
+        poses.append(pose)
+        frames.append(info)
+        if progress is not None:
+            progress(info)
+    total = time.perf_counter() - t_start
+    torch.set_num_threads(threads)
+    n_pairs = max(len(seq) - 1, 1)
+    geom = vo.stage_seconds["geometry"] - vo.stage_seconds["select"]
+    timings = {
+        "flow_ms": 1000 * vo.stage_seconds["flow"] / n_pairs,
+        "select_ms": 1000 * vo.stage_seconds["select"] / n_pairs,
+        "geometry_ms": 1000 * geom / n_pairs,
+        "total_s": total,
+        "read_s": t_read,
+        "frames": len(seq),
+        "fps": len(seq) / total if total > 0 else float("nan"),
+        "mean_frame_s": float(np.mean([f.seconds for f in frames[1:]])) if len(frames) > 1 else 0.0,
+    }
+    return VOResult(poses=np.stack(poses), timestamps=np.asarray(seq.timestamps, dtype=np.float64), frames=frames,
+                    K=np.asarray(seq.K), config=cfg, timings=timings)
+
+
+def config_dict(cfg: VOConfig) -> dict:
+    return asdict(cfg)
