@@ -258,7 +258,8 @@ def _type_name(tp) -> str:
         inner = [a for a in args if a is not _NONE_TYPE]
         return f"{_type_name(inner[0])} or null"
     if origin is list:
-        return f"a list of {_type_name(args[0]) if args else 'values'}"
+        plural = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
+        return f"a list of {plural.get(args[0], 'values') if args else 'values'}"
     if _is_freeform(tp):
         return "a mapping"
     return {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}.get(
@@ -400,7 +401,7 @@ def config_from_dict(d: dict, source: str = "a config dict") -> TrainConfig:
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict:
-    """Read one YAML file and the files it inherits from (``base:``), merged, as a raw dict."""
+    """Read one YAML file and the files it inherits from (``base:``), merged, as a raw (partial) dict."""
     path = Path(path)
     if not path.is_file():
         where = f" (inherited by {seen[-1]})" if seen else ""
@@ -421,7 +422,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict:
     if not isinstance(data, dict):
         raise InputError(f"config file {path} must contain a mapping of sections (model, loss, data, optim, train)")
     bases = data.pop("base", None)
-    merged: dict = config_to_dict(TrainConfig())
+    merged: dict = {}  # only what the files set; defaults are applied by the caller
     if bases is not None:
         if isinstance(bases, str):
             bases = [bases]
@@ -480,6 +481,9 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
         if tp is None:
             raise _unknown(key, f"override '{item}'")
         value = _parse_override_value(raw, tp)
+        if _is_section(tp) and not isinstance(value, dict):
+            raise InputError(f"config key '{key}' is a section; set its fields (e.g. '{key}.<field>=...') "
+                             f"in override '{item}'")
         if tp is not Any and not _is_section(tp):  # type-check now so the message names the override
             value = _coerce(value, tp, key, f"override '{item}'")
         nested: Any = value
@@ -503,7 +507,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         InputError: missing/unparsable file, unknown key (closest valid key suggested), wrong
         value type, or an invalid value (e.g. ``train.steps=0``).
     """
-    d = _read_yaml(Path(path), ()) if path is not None else config_to_dict(TrainConfig())
+    d = config_to_dict(TrainConfig())
+    if path is not None:
+        d = _deep_merge(d, _read_yaml(Path(path), ()), TrainConfig, "", str(path))
     d = apply_overrides(d, list(overrides or []))
     source = f"{path}" + (" + overrides" if overrides else "") if path is not None else "overrides"
     cfg = _build(TrainConfig, d, "", source)

@@ -27,6 +27,7 @@ import pickle
 import random
 import re
 import shutil
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Union
@@ -100,13 +101,15 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict:
     if path.is_dir():
         raise InputError(f"checkpoint {path} is a directory; pass a file such as {path / LAST_NAME}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": irrelevant to the user
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         msg = _one_line(exc)
-        if "weights_only" in msg or "Unsupported global" in msg:
+        if re.search(r"weights.only|unsupported global", msg, re.IGNORECASE):
             raise InputError(
                 f"checkpoint {path} is not a trianflow checkpoint: it holds Python objects that cannot be "
-                f"loaded safely ({msg.split('.')[0]})"
+                "loaded safely (only tensors, numbers, strings, lists and dicts are allowed)"
             ) from None
         raise InputError(f"checkpoint {path} is corrupted or truncated ({msg}); use an earlier checkpoint") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as exc:
@@ -269,7 +272,7 @@ def _own_check(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: s
 def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str = "checkpoint") -> None:
     """Raise InputError if ``state_dict`` cannot be loaded strictly into ``model``.
 
-    Uses ``trianflow.models.check_state_dict(model, state_dict)`` when the models package
+    Uses ``trianflow.models.check_state_dict(model, state_dict, source)`` when the models package
     provides it, else compares key sets and shapes here. ``what`` names the source in messages.
     """
     try:
@@ -279,10 +282,7 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], w
     except ImportError:  # pragma: no cover - models package always importable
         external = None
     if external is not None:
-        try:
-            external(model, state_dict)
-        except InputError as exc:
-            raise InputError(f"{what}: {exc}") from None
+        external(model, state_dict, what)
         return
     _own_check(model, state_dict, what)
 

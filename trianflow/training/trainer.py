@@ -55,6 +55,7 @@ import resource
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterable, Mapping
@@ -714,7 +715,7 @@ class Trainer:
             self._stop_requested = True
         if flags[0].item() > 0:  # some rank has a non-finite loss: every rank skips together
             self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
+            self._scheduler_step()
             return out, False, float("nan")
         if not loss.requires_grad:
             raise RuntimeError("StepOutput.loss has no gradient: no trainable parameter contributed to it")
@@ -728,8 +729,13 @@ class Trainer:
             self.scaler.step(self.optimizer)  # GradScaler skips the update itself on inf/nan
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        self._scheduler_step()
         return out, ok, grad_norm
+
+    def _scheduler_step(self) -> None:
+        with warnings.catch_warnings():  # skipped first steps make torch warn about the call order
+            warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*optimizer.step", category=UserWarning)
+            self.scheduler.step()
 
     # ---------------------------------------------------------------- loop
     def run(self) -> dict:
@@ -788,7 +794,7 @@ class Trainer:
                             for k, v in out.terms.items():
                                 win["terms"][k] = win["terms"].get(k, 0.0) + float(v)
                         else:
-                            self._record_skip(out)
+                            self._record_skip(out, self.step - 1)
                         if out.images and writer is not None:
                             self._write_images(writer, out.images)
                         if self.step % cfg.train.log_every == 0 or self.step == total:
@@ -830,15 +836,15 @@ class Trainer:
             write_json(self.out_dir / "summary.json", summary)
         return summary
 
-    def _record_skip(self, out: StepOutput) -> None:
+    def _record_skip(self, out: StepOutput, index: int) -> None:
         self.skipped_total += 1
         self.consecutive_skips += 1
         terms = ", ".join(f"{k}={float(v):.4g}" for k, v in list(out.terms.items())[:8])
         log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row, %d in total)%s",
-                    self.step, self.consecutive_skips, self.skipped_total, f"; terms: {terms}" if terms else "")
+                    index, self.consecutive_skips, self.skipped_total, f"; terms: {terms}" if terms else "")
         if self.consecutive_skips >= self.cfg.train.max_consecutive_skips:
             raise TrainingDiverged(
-                f"training diverged: {self.consecutive_skips} consecutive steps (up to step {self.step}) had a "
+                f"training diverged: {self.consecutive_skips} consecutive steps (up to step {index}) had a "
                 f"non-finite loss or gradient; lower optim.lr, set optim.grad_clip, or use train.amp=off, "
                 f"and resume from {self.ckpts.last}"
             )
