@@ -126,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         from trianflow.cli.plots import plot_trajectory_report
 
-        title = f"{Path(m.est_name).name} vs {Path(m.gt_name).name} ({m.align}" + (f", scale {m.scale:.4g}" if m.align == "sim3" else "")
+        title = f"{Path(m.est_name).name} vs {Path(m.gt_name).name} ({m.align}"
+        title += f", scale {m.scale:.4g}" if m.align == "sim3" else ""
         title += f"): APE rmse {m.ape_rmse:.4g} m"
         if m.kitti_t_err is not None:
             title += f", KITTI {m.kitti_t_err:.3g} % / {m.kitti_r_err:.3g} deg/100 m"

@@ -188,7 +188,8 @@ def plot_trajectory_report(
     err = np.asarray(errors, dtype=np.float64).reshape(-1)
     if not (len(gt) == len(est) == len(err)) or len(gt) == 0:
         raise InputError(
-            f"plot_trajectory_report: gt ({len(gt)}), est ({len(est)}) and errors ({len(err)}) must have the same non-zero length"
+            f"plot_trajectory_report: gt ({len(gt)}), est ({len(est)}) and errors ({len(err)}) "
+            "must have the same non-zero length"
         )
     dist = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(gt, axis=0), axis=1))])
     fig = new_figure(13.0, 5.5)

@@ -187,6 +187,23 @@ def _stats(err: np.ndarray) -> dict:
     }
 
 
+def _rotation_angles_deg(R: np.ndarray, est_name: str, gt_name: str) -> np.ndarray:
+    """Angles in degrees of rotations ``R (M,3,3)``, the batched form of evo's
+    ``abs(lie.so3_log_angle(R_i, degrees=True))`` (same SO(3) validity check, same scipy log map).
+    """
+    from scipy.spatial.transform import Rotation
+
+    det_ok = np.isclose(np.linalg.det(R), 1.0, atol=1e-6)
+    orth_ok = np.isclose(np.swapaxes(R, 1, 2) @ R, np.eye(3), atol=1e-6).all(axis=(1, 2))
+    bad = np.flatnonzero(~(det_ok & orth_ok))
+    if len(bad):
+        raise InputError(
+            f"relative rotations between {est_name} and {gt_name} are not valid rotation matrices "
+            f"(first at pair {int(bad[0])}); re-orthonormalise the rotations in the pose files"
+        )
+    return np.abs(np.rad2deg(np.linalg.norm(Rotation.from_matrix(R).as_rotvec(), axis=1)))
+
+
 def _associate(traj_gt, traj_est, max_diff: float, names: tuple[str, str], notes: list):
     """Match poses by timestamps (both have them) or by index; returns (gt, est, how)."""
     from evo.core import sync
@@ -314,16 +331,16 @@ def evaluate_trajectory(
     # --- RPE (translation part and rotation angle in degrees) ---
     unit = {"frames": Unit.frames, "m": Unit.meters, "deg": Unit.degrees, "rad": Unit.radians}[rpe_unit]
     delta = int(rpe_delta) if rpe_unit == "frames" else float(rpe_delta)
-    rpe_err = {}
-    for key, rel in (("trans", metrics.PoseRelation.translation_part), ("rot", metrics.PoseRelation.rotation_angle_deg)):
-        rpe = metrics.RPE(rel, delta, unit, rpe_delta_tol, rpe_all_pairs, False)
-        try:
-            rpe.process_data((traj_gt, traj_est))
-        except filters.FilterException as exc:
-            raise InputError(
-                f"RPE with delta {rpe_delta} {rpe_unit} found no pose pairs in {est_name} ({exc}); use a smaller --delta"
-            ) from None
-        rpe_err[key] = np.asarray(rpe.error, dtype=np.float64)
+    rpe = metrics.RPE(metrics.PoseRelation.translation_part, delta, unit, rpe_delta_tol, rpe_all_pairs, False)
+    try:
+        rpe.process_data((traj_gt, traj_est))
+    except filters.FilterException as exc:
+        raise InputError(
+            f"RPE with delta {rpe_delta:g} {rpe_unit} found no pose pairs in {est_name} ({exc}); use a smaller --delta"
+        ) from None
+    rpe_err = {"trans": np.asarray(rpe.error, dtype=np.float64)}
+    # rotation angle of the same relative error poses E_i, as evo's PoseRelation.rotation_angle_deg
+    rpe_err["rot"] = _rotation_angles_deg(np.stack(rpe.E)[:, :3, :3], est_name, gt_name)
     rt, rr = _stats(rpe_err["trans"]), _stats(rpe_err["rot"])
 
     # --- KITTI drift on the aligned estimate ---
