@@ -107,3 +107,17 @@ def test_warp_gradcheck():
     depth = (torch.rand(1, 1, h, w, dtype=DT) + 2.0).requires_grad_()
     T = _pose([0.13, 0.07, 0.05], aa=(0.01, 0.02, -0.01))
     assert torch.autograd.gradcheck(lambda d: warp_by_depth_pose(img2, d, T, K, padding_mode="border")[0], (depth,))
+
+
+def test_in_image_tolerates_rounding_at_the_border():
+    from trianflow.geometry.warp import in_image
+
+    uv = torch.tensor([[[[0.0, -1e-6, 9 + 1e-6, 9.01, -0.5]], [[0.0, 0.0, 4 + 1e-6, 2.0, 2.0]]]])
+    assert in_image(uv, 5, 10)[0, 0, 0].tolist() == [True, True, True, False, False]
+    # float32 pure x translation: rows 0 and H-1 stay valid
+    h, w = 12, 16
+    K = torch.tensor([[[20.0, 0, 7.5], [0, 20.0, 5.5], [0, 0, 1]]])
+    T = torch.eye(4)[None].clone()
+    T[0, 0, 3] = 0.1
+    _, valid = warp_by_depth_pose(torch.rand(1, 3, h, w), torch.rand(1, 1, h, w) + 2, T, K)
+    assert valid[0, 0, [0, h - 1], :10].all()

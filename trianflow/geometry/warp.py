@@ -56,6 +56,22 @@ def depth_pose_flow(depth1: torch.Tensor, T_1to2: torch.Tensor, K: torch.Tensor,
     return uv2 - pixel_grid(h, w, device=depth1.device, dtype=uv2.dtype).unsqueeze(0)
 
 
+def in_image(uv: torch.Tensor, h: int, w: int, tol: float = 1e-3) -> torch.Tensor:
+    """Whether pixel coordinates lie inside an ``h x w`` image, with a small tolerance.
+
+    The tolerance keeps pixels that land exactly on the border (e.g. ``y = h - 1`` under a pure
+    x translation) valid despite rounding (float32 gives ``h - 1 + 1e-6``).
+
+    Args:
+        uv: ``(B,2,H,W)`` coordinates, channel 0 = x.
+        h, w: target image size; tol: tolerance in pixels.
+    Returns:
+        ``(B,1,H,W)`` bool.
+    """
+    x, y = uv[:, 0:1], uv[:, 1:2]
+    return (x >= -tol) & (x <= w - 1 + tol) & (y >= -tol) & (y <= h - 1 + tol)
+
+
 def warp_by_depth_pose(img2: torch.Tensor, depth1: torch.Tensor, T_1to2: torch.Tensor, K: torch.Tensor,
                        K2: torch.Tensor | None = None, padding_mode: str = "zeros", eps: float = 1e-6):
     """Synthesise image 1 from image 2 by backward warping with depth 1 and pose 1 -> 2.
@@ -70,7 +86,8 @@ def warp_by_depth_pose(img2: torch.Tensor, depth1: torch.Tensor, T_1to2: torch.T
         padding_mode: ``grid_sample`` padding for samples outside image 2.
     Returns:
         ``(warped, valid)``: ``(B,C,H,W)`` image 2 seen from camera 1 and ``(B,1,H,W)`` float mask,
-        1 where the projection lies inside image 2 and in front of camera 2.
+        1 where the projection lies inside image 2 (1e-3 px tolerance, see :func:`in_image`)
+        and in front of camera 2.
     """
     if img2.shape[0] != depth1.shape[0]:
         raise InputError(f"warp_by_depth_pose: batch sizes differ (image {img2.shape[0]}, depth {depth1.shape[0]})")
@@ -78,9 +95,7 @@ def warp_by_depth_pose(img2: torch.Tensor, depth1: torch.Tensor, T_1to2: torch.T
     uv2, z2 = project_depth_pose(depth1, T_1to2, K, K2, eps=eps)
     xy = uv2.permute(0, 2, 3, 1)  # (B,H,W,2)
     warped = sample_at(img2, xy, padding_mode=padding_mode)
-    valid = (
-        (xy[..., 0] >= 0) & (xy[..., 0] <= w2 - 1) & (xy[..., 1] >= 0) & (xy[..., 1] <= h2 - 1) & (z2[:, 0] > eps)
-    ).unsqueeze(1)
+    valid = in_image(uv2, h2, w2) & (z2 > eps)
     return warped, valid.to(img2.dtype)
 
 

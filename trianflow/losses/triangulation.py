@@ -26,7 +26,7 @@ import torch
 from trianflow.errors import InputError
 from trianflow.geometry.camera import pixel_grid
 from trianflow.geometry.flow import sample_at
-from trianflow.geometry.warp import project_depth_pose, warp_by_depth_pose
+from trianflow.geometry.warp import in_image, project_depth_pose, warp_by_depth_pose
 from trianflow.losses.objective import LossResult, valid_mean
 from trianflow.losses.photometric import masked_mean, photometric_error
 from trianflow.losses.smoothness import edge_aware_smoothness
@@ -286,8 +286,7 @@ def trianflow_depth_objective(img1: torch.Tensor, img2: torch.Tensor, depth1: to
     # ---- L_pf: flow vs rigid flow of the aligned depth
     uv2, z2 = project_depth_pose(depth_t, T, K)
     grid = pixel_grid(h, wd, device=dev, dtype=uv2.dtype).unsqueeze(0)
-    in_img = ((uv2[:, 0:1] >= 0) & (uv2[:, 0:1] <= wd - 1) & (uv2[:, 1:2] >= 0) & (uv2[:, 1:2] <= h - 1)
-              & (z2 > 1e-6)).to(dt).detach()
+    in_img = (in_image(uv2, h, wd) & (z2 > 1e-6)).to(dt).detach()
     _, l_pf = flow_reprojection_loss(flow, uv2 - grid, mask * in_img, sv)
 
     # ---- L_pd: photometric error of depth+pose warping
