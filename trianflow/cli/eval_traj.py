@@ -105,6 +105,7 @@ def format_table(m) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code (InputError is turned into exit 2 by the dispatcher)."""
+    from trianflow.errors import InputError
     from trianflow.evaluation.trajectory import evaluate_trajectory
 
     if args.plot is not None:
@@ -131,7 +132,12 @@ def run(args: argparse.Namespace) -> int:
         title += f"): APE rmse {m.ape_rmse:.4g} m"
         if m.kitti_t_err is not None:
             title += f", KITTI {m.kitti_t_err:.3g} % / {m.kitti_r_err:.3g} deg/100 m"
-        plot_trajectory_report(m.gt_xyz, m.est_xyz, m.ape_errors, args.plot, title=title)
+        try:
+            plot_trajectory_report(m.gt_xyz, m.est_xyz, m.ape_errors, args.plot, title=title)
+        except OSError as exc:
+            raise InputError(
+                f"cannot write plot {args.plot} ({exc.strerror or exc}); check that its folder is writable"
+            ) from None
 
     if args.json:
         d = m.to_dict()

@@ -58,6 +58,11 @@ def check_figure_path(path: PathLike) -> Path:
         )
     if path.is_dir():
         raise InputError(f"plot path {path} is a directory; give a file name such as {path / 'plot.png'}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"cannot write plot {path}: {parent} is a file, not a folder; choose another path")
+            break
     return path
 
 
