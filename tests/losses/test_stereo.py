@@ -43,7 +43,8 @@ def test_appearance_prefers_the_true_disparity():
     left, right, disps = _stereo()
     good = monodepth_loss(left, right, disps, disps).terms["appearance"]
     for f in (0.0, 0.5, 2.0):
-        assert monodepth_loss(left, right, [x * f for x in disps], [x * f for x in disps]).terms["appearance"] > 2 * good
+        scaled = [x * f for x in disps]
+        assert monodepth_loss(left, right, scaled, scaled).terms["appearance"] > 2 * good
 
 
 def test_total_decomposition_and_smoothness_scale_division():
@@ -56,8 +57,10 @@ def test_total_decomposition_and_smoothness_scale_division():
     assert torch.allclose(res.total, t["appearance"] + 0.3 * t["smooth"] + 2.0 * t["lr"])
     l1 = torch.nn.functional.adaptive_avg_pool2d(left, (8, 12))
     r1 = torch.nn.functional.adaptive_avg_pool2d(right, (8, 12))
-    expected = (edge_aware_smoothness(dl[0], left, normalize=False) + edge_aware_smoothness(dr[0], right, normalize=False)
-                + (edge_aware_smoothness(dl[1], l1, normalize=False) + edge_aware_smoothness(dr[1], r1, normalize=False)) / 2)
+    def sm(d, img):
+        return edge_aware_smoothness(d, img, normalize=False)
+
+    expected = sm(dl[0], left) + sm(dr[0], right) + (sm(dl[1], l1) + sm(dr[1], r1)) / 2
     assert torch.allclose(t["smooth"], expected.mean())
 
 
@@ -136,7 +139,8 @@ def test_icp_masks_and_empty_sample():
 def test_icp_rmse_gradcheck():
     g = torch.Generator().manual_seed(2)
     src = torch.rand(1, 8, 3, generator=g, dtype=DT)
-    dst = transform_points(_rigid([0.02, 0.01, 0.0], [0.05, 0.0, 0.0]), src) + 0.03 * torch.randn(1, 8, 3, generator=g, dtype=DT)
+    noise = 0.03 * torch.randn(1, 8, 3, generator=g, dtype=DT)
+    dst = transform_points(_rigid([0.02, 0.01, 0.0], [0.05, 0.0, 0.0]), src) + noise
     T0 = torch.eye(4, dtype=DT)[None]
     src.requires_grad_()
     dst.requires_grad_()

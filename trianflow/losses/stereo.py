@@ -200,7 +200,9 @@ def icp_point_to_point(src: torch.Tensor, dst: torch.Tensor, T_init: torch.Tenso
         residuals (0 for a sample without a usable match).
     """
     if src.dim() != 3 or src.shape[-1] != 3 or dst.dim() != 3 or dst.shape[-1] != 3:
-        raise InputError(f"icp_point_to_point: points must be (B,N,3) and (B,M,3), got {tuple(src.shape)}, {tuple(dst.shape)}")
+        raise InputError(
+            f"icp_point_to_point: points must be (B,N,3) and (B,M,3), got {tuple(src.shape)}, {tuple(dst.shape)}"
+        )
     b = src.shape[0]
     sv = torch.isfinite(src).all(-1) if src_valid is None else src_valid.to(torch.bool) & torch.isfinite(src).all(-1)
     dv = torch.isfinite(dst).all(-1) if dst_valid is None else dst_valid.to(torch.bool) & torch.isfinite(dst).all(-1)

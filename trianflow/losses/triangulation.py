@@ -280,7 +280,10 @@ def trianflow_depth_objective(img1: torch.Tensor, img2: torch.Tensor, depth1: to
     if epi_dist is None and F is not None:
         Fs = torch.where(sv.view(b, 1, 1), torch.nan_to_num(F.to(dt)), torch.zeros(b, 3, 3, dtype=dt, device=dev))
         epi_dist = epipolar_distance_map(Fs, flow.detach())
-    m_r = epipolar_mask(epi_dist, epi_threshold) if epi_dist is not None else torch.ones(b, 1, h, wd, dtype=dt, device=dev)
+    if epi_dist is not None:
+        m_r = epipolar_mask(epi_dist, epi_threshold)
+    else:
+        m_r = torch.ones(b, 1, h, wd, dtype=dt, device=dev)
     mask = m_r if flow_mask is None else m_r * flow_mask.detach().to(dt)
 
     # ---- L_pf: flow vs rigid flow of the aligned depth
@@ -306,7 +309,8 @@ def trianflow_depth_objective(img1: torch.Tensor, img2: torch.Tensor, depth1: to
         "reproj_photo": valid_mean(l_pd, sv),
         "depth_smooth": l_s.mean(),
     }
-    total = w["depth_tri"] * terms["depth_tri"] + w["reproj"] * terms["reproj"] + w["depth_smooth"] * terms["depth_smooth"]
+    total = (w["depth_tri"] * terms["depth_tri"] + w["reproj"] * terms["reproj"]
+             + w["depth_smooth"] * terms["depth_smooth"])
     terms["n_valid"] = sv.sum().to(dt)
     per_sample = {"depth_tri": l_d, "reproj": l_p, "reproj_flow": l_pf, "reproj_photo": l_pd,
                   "depth_smooth": l_s, "valid": sv, "total": total_ps}
