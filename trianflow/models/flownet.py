@@ -57,7 +57,9 @@ def cost_volume(f1: torch.Tensor, f2: torch.Tensor, max_displacement: int = 4, m
         ``(B,D*D,H,W)`` in the dtype of the inputs.
     """
     if f1.shape != f2.shape or f1.dim() != 4:
-        raise InputError(f"cost_volume: need two (B,C,H,W) maps of equal shape, got {tuple(f1.shape)} and {tuple(f2.shape)}")
+        raise InputError(
+            f"cost_volume: need two (B,C,H,W) maps of equal shape, got {tuple(f1.shape)} and {tuple(f2.shape)}"
+        )
     d = int(max_displacement)
     if d < 0:
         raise InputError(f"cost_volume: max_displacement must be >= 0, got {max_displacement}")
