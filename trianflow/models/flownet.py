@@ -22,10 +22,11 @@ Inputs of any size are padded (replicate, bottom/right) to a multiple of 64 and 
 cropped back; the output at stride ``s`` has size ``(ceil(H/s), ceil(W/s))``.
 
 Cost-volume implementation: a Python loop over the 81 shifts of a zero-padded ``f2``
-(``(f1 * f2_shifted).mean(1)``) is the default. On 2 CPU cores it was 1.5-7x faster than
-``F.unfold`` and a strided-view/einsum variant at the levels of a 256x832 input (fwd and fwd+bwd)
-and needs no ``(B,C*81,H,W)`` temporary; ``method="unfold"`` is kept as an alternative (one
-kernel instead of 162 small ones, which may win on a GPU at small resolutions; not measured).
+(``(f1 * f2_shifted).mean(1)``) is the default. On 2 (shared, noisy) CPU cores it was 1.1-10x faster
+than ``F.unfold`` and than a strided-view/einsum variant at the levels of a 256x832 input (fwd and
+fwd+bwd; whole bidirectional forward ~4.3 s vs ~5.5-7 s) and needs no ``(B,C*81,H,W)`` temporary.
+``method="unfold"`` (set ``FlowNet.corr_method``) is kept as an alternative: one kernel instead of
+162 small ones, which may win on a GPU at small resolutions (not measured: no GPU was available).
 """
 
 from __future__ import annotations
