@@ -28,7 +28,7 @@ def test_exact_flow_gives_zero_l1_loss_under_occlusion_masks():
     img1, img2, fwd, bwd = _pair()
     res = flow_loss(img1, img2, fwd, bwd, alpha=0.0)
     assert res.total.item() < 1e-12
-    assert res.terms["smooth"].item() < 1e-12
+    assert res.terms["flow_smooth"].item() < 1e-12
     m = flow_valid_mask(fwd[0], bwd[0])
     assert m[..., :, -2:].abs().max() == 0 and m[..., :, :-2].min() == 1
 
@@ -75,7 +75,7 @@ def test_smoothness_weight_beta_and_gradient():
     noisy = [(f + 0.5 * torch.randn_like(f)).requires_grad_() for f in fwd]
     r0 = flow_loss(img1, img2, noisy, bwd, beta=0.0)
     r1 = flow_loss(img1, img2, noisy, bwd, beta=0.1)
-    assert torch.allclose(r1.total - r0.total, 0.1 * r1.terms["smooth"])
+    assert torch.allclose(r1.total - r0.total, 0.1 * r1.terms["flow_smooth"])
     r1.total.backward()
     assert all(torch.isfinite(f.grad).all() and f.grad.abs().sum() > 0 for f in noisy)
 

@@ -24,6 +24,13 @@ def test_weighted_sum_rejects_unknown_and_nan_weights():
         weighted_sum({"smooth": torch.tensor(1.0)}, {"smooth": float("nan")})
 
 
+def test_weighted_sum_non_strict_skips_other_stages():
+    total, named = weighted_sum({"tri": torch.tensor(2.0)}, {"tri": 3.0, "flow": 1.0}, strict=False)
+    assert total.item() == 6.0 and named == {"tri": 2.0, "total": 6.0}
+    with pytest.raises(InputError):
+        weighted_sum({"tri": torch.tensor(2.0)}, {"tri": 3.0, "flow": 1.0})
+
+
 def test_weighted_sum_averages_per_sample_terms():
     total, _ = weighted_sum({"x": torch.tensor([1.0, 3.0])}, {"x": 2.0})
     assert total.item() == pytest.approx(4.0)

@@ -33,18 +33,18 @@ def _stereo(b=1, h=16, w=24, d=2, seed=0):
 def test_lr_consistency_is_zero_for_consistent_pair():
     left, right, disps = _stereo()
     res = monodepth_loss(left, right, disps, [x.clone() for x in disps])
-    assert res.terms["lr"].item() < 1e-15
-    assert res.terms["smooth"].item() < 1e-15
+    assert res.terms["stereo_lr"].item() < 1e-15
+    assert res.terms["stereo_smooth"].item() < 1e-15
     wrong = monodepth_loss(left, right, disps, [x * 1.5 for x in disps])
-    assert wrong.terms["lr"].item() > 0.01
+    assert wrong.terms["stereo_lr"].item() > 0.01
 
 
 def test_appearance_prefers_the_true_disparity():
     left, right, disps = _stereo()
-    good = monodepth_loss(left, right, disps, disps).terms["appearance"]
+    good = monodepth_loss(left, right, disps, disps).terms["stereo_ap"]
     for f in (0.0, 0.5, 2.0):
         scaled = [x * f for x in disps]
-        assert monodepth_loss(left, right, scaled, scaled).terms["appearance"] > 2 * good
+        assert monodepth_loss(left, right, scaled, scaled).terms["stereo_ap"] > 2 * good
 
 
 def test_total_decomposition_and_smoothness_scale_division():
@@ -54,14 +54,14 @@ def test_total_decomposition_and_smoothness_scale_division():
     dr = [torch.rand(1, 1, 16 >> s, 24 >> s, dtype=DT) * 0.1 for s in range(2)]
     res = monodepth_loss(left, right, dl, dr, w_smooth=0.3, w_lr=2.0)
     t = res.terms
-    assert torch.allclose(res.total, t["appearance"] + 0.3 * t["smooth"] + 2.0 * t["lr"])
+    assert torch.allclose(res.total, t["stereo_ap"] + 0.3 * t["stereo_smooth"] + 2.0 * t["stereo_lr"])
     l1 = torch.nn.functional.adaptive_avg_pool2d(left, (8, 12))
     r1 = torch.nn.functional.adaptive_avg_pool2d(right, (8, 12))
     def sm(d, img):
         return edge_aware_smoothness(d, img, normalize=False)
 
     expected = sm(dl[0], left) + sm(dr[0], right) + (sm(dl[1], l1) + sm(dr[1], r1)) / 2
-    assert torch.allclose(t["smooth"], expected.mean())
+    assert torch.allclose(t["stereo_smooth"], expected.mean())
 
 
 def test_monodepth_per_sample_and_gradient():

@@ -121,12 +121,12 @@ def test_flow_reprojection_and_photometric_hand_values():
 def test_objective_is_zero_for_consistent_scene_at_any_depth_scale():
     s = _scene()
     res = _objective(s, s["depth"] * 3.7)  # the network's depth has an arbitrary scale
-    assert res.terms["depth_tri"].item() < 1e-20
-    assert res.terms["reproj_flow"].item() < 1e-9
-    assert res.terms["reproj_photo"].item() < 1e-9
+    assert res.terms["tri"].item() < 1e-20
+    assert res.terms["pf"].item() < 1e-9
+    assert res.terms["pd"].item() < 1e-9
     assert res.terms["n_valid"].item() == 1
     bad = _objective(s, s["depth"] * (1 + 0.3 * torch.rand_like(s["depth"])))
-    for k in ("depth_tri", "reproj_flow", "reproj_photo"):
+    for k in ("tri", "pf", "pd"):
         assert bad.terms[k] > 1e-4
 
 
@@ -143,7 +143,7 @@ def test_invalid_sample_drops_out_of_geometry_terms():
     res = trianflow_depth_objective(batch["img1"], batch["img2"], d, batch["flow"], batch["K"], batch["T"],
                                     batch["uv"], batch["depth_tri"], batch["tri_valid"], F=batch["F"])
     assert res.per_sample["valid"].tolist() == [True, False]
-    for k in ("depth_tri", "reproj", "reproj_flow", "reproj_photo"):
+    for k in ("tri", "pf", "pd"):
         assert torch.allclose(res.terms[k], alone.terms[k], atol=1e-12), k
         assert res.per_sample[k][1] == 0
     assert torch.isfinite(res.total)
@@ -155,7 +155,7 @@ def test_explicit_sample_valid_and_too_few_points():
     s = _scene(seed=3)
     d = s["depth"] * (1 + 0.2 * torch.rand_like(s["depth"]))
     res = _objective(s, d, sample_valid=torch.tensor([False]))
-    assert res.terms["n_valid"] == 0 and res.terms["depth_tri"] == 0
+    assert res.terms["n_valid"] == 0 and res.terms["tri"] == 0
     s["tri_valid"][:, 5:] = False  # 5 points survive < min_points = 10
     assert _objective(s, d).terms["n_valid"] == 0
     assert _objective(s, d, min_points=5).terms["n_valid"] == 1
@@ -166,7 +166,7 @@ def test_all_invalid_batch_is_finite_and_differentiable():
     s["depth_tri"] = torch.full_like(s["depth_tri"], float("nan"))
     s["T"] = torch.full_like(s["T"], float("nan"))
     d = (s["depth"] * 1.0).requires_grad_()
-    res = _objective(s, d, weights={"depth_smooth": 0.0})
+    res = _objective(s, d, weights={"smooth": 0.0})
     assert res.total.item() == 0 and torch.isfinite(res.total)
     res.total.backward()
     assert d.grad is not None and torch.isfinite(d.grad).all()
@@ -175,9 +175,9 @@ def test_all_invalid_batch_is_finite_and_differentiable():
 def test_weights_are_applied_and_unknown_rejected():
     s = _scene(seed=5)
     d = s["depth"] * (1 + 0.2 * torch.rand_like(s["depth"]))
-    r = _objective(s, d, weights={"depth_tri": 2.0, "reproj": 0.5, "depth_smooth": 0.01, "flow": 9.0})
-    expect = 2.0 * r.terms["depth_tri"] + 0.5 * r.terms["reproj"] + 0.01 * r.terms["depth_smooth"]
+    r = _objective(s, d, weights={"tri": 2.0, "pf": 0.5, "pd": 0.25, "smooth": 0.01, "flow": 9.0})
+    expect = 2.0 * r.terms["tri"] + 0.5 * r.terms["pf"] + 0.25 * r.terms["pd"] + 0.01 * r.terms["smooth"]
     assert torch.allclose(r.total, expect)
-    assert torch.allclose(r.terms["reproj"], r.terms["reproj_flow"] + r.terms["reproj_photo"])
+    assert torch.allclose(r.per_sample["total"].mean(), expect)
     with pytest.raises(InputError):
         _objective(s, d, weights={"triangulation": 1.0})

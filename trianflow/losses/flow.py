@@ -7,7 +7,7 @@ For each scale s and each direction (1 -> 2 and 2 -> 1):
 * the error is averaged under a validity mask ``M = M_occ * M_fb``: ``M_occ`` is the visibility
   of image-1 pixels obtained by forward-splatting the backward flow
   (:func:`trianflow.geometry.flow.occlusion_mask`, soft as in TrianFlow by default), ``M_fb``
-  keeps pixels whose forward-backward distance is below ``max(fb_beta * |f|, fb_alpha)``
+  keeps pixels whose forward-backward distance is below ``max(fb_rel * |f|, fb_abs)``
   (TrianFlow: 0.05 and 3 px; disable with ``use_fb_mask=False``). Masks carry no gradient. Both
   images are zeroed outside the support of ``M`` before the SSIM (TrianFlow multiplies them by
   ``M``), so that the invalid pixels
@@ -46,14 +46,14 @@ def resize_image(img: torch.Tensor, size) -> torch.Tensor:
 
 
 def flow_valid_mask(flow_fwd: torch.Tensor, flow_bwd: torch.Tensor, occ_threshold: float = 0.0,
-                    use_fb_mask: bool = True, fb_alpha: float = 3.0, fb_beta: float = 0.05) -> torch.Tensor:
+                    use_fb_mask: bool = True, fb_abs: float = 3.0, fb_rel: float = 0.05) -> torch.Tensor:
     """Mask of image-1 pixels whose photometric error is meaningful (no gradient).
 
     Args:
         flow_fwd: ``(B,2,H,W)`` flow 1 -> 2; flow_bwd: ``(B,2,H,W)`` flow 2 -> 1.
         occ_threshold: passed to :func:`~trianflow.geometry.flow.occlusion_mask` (<= 0: soft).
         use_fb_mask: also require forward-backward consistency.
-        fb_alpha, fb_beta: FB threshold ``max(fb_beta * |flow_fwd|, fb_alpha)`` in pixels.
+        fb_abs, fb_rel: FB threshold ``max(fb_rel * |flow_fwd|, fb_abs)`` in pixels.
     Returns:
         ``(B,1,H,W)`` mask in [0,1].
     """
@@ -61,15 +61,15 @@ def flow_valid_mask(flow_fwd: torch.Tensor, flow_bwd: torch.Tensor, occ_threshol
         mask = occlusion_mask(flow_bwd, threshold=occ_threshold)
         if use_fb_mask:
             dist = fb_consistency(flow_fwd, flow_bwd)
-            bound = (fb_beta * flow_fwd.norm(dim=1, keepdim=True)).clamp(min=fb_alpha)
+            bound = (fb_rel * flow_fwd.norm(dim=1, keepdim=True)).clamp(min=fb_abs)
             mask = mask * (dist < bound).to(mask.dtype)
     return mask.detach()
 
 
 def flow_loss(img1: torch.Tensor, img2: torch.Tensor, flows_fwd: Sequence[torch.Tensor],
               flows_bwd: Sequence[torch.Tensor], alpha: float = 0.85, beta: float = 0.1,
-              occ_threshold: float = 0.0, use_fb_mask: bool = True, fb_alpha: float = 3.0,
-              fb_beta: float = 0.05, edge_weight: float = 10.0, flow_scale: float = 20.0,
+              occ_threshold: float = 0.0, use_fb_mask: bool = True, fb_abs: float = 3.0,
+              fb_rel: float = 0.05, edge_weight: float = 10.0, flow_scale: float = 20.0,
               flow_units: str = "scale", scale_weights: Sequence[float] | None = None) -> LossResult:
     """TrianFlow unsupervised flow loss over a flow pyramid, both directions.
 
@@ -79,15 +79,18 @@ def flow_loss(img1: torch.Tensor, img2: torch.Tensor, flows_fwd: Sequence[torch.
         flows_bwd: list of ``(B,2,H_s,W_s)`` flows 2 -> 1, same shapes.
         alpha: SSIM weight of the photometric error.
         beta: weight of the 2nd-order smoothness term.
-        occ_threshold, use_fb_mask, fb_alpha, fb_beta: see :func:`flow_valid_mask`.
+        occ_threshold, use_fb_mask, fb_abs, fb_rel: see :func:`flow_valid_mask`.
         edge_weight, flow_scale: see :func:`~trianflow.losses.smoothness.flow_smoothness_2nd`.
         flow_units: ``"scale"`` when each flow is in pixels of its own resolution (TrianFlow's
             PWC pyramid), ``"full"`` when every flow is in full-resolution pixels (it is then
             multiplied by ``W_s / W`` and ``H_s / H``).
         scale_weights: per-scale weights (default 1 for every scale: TrianFlow sums the scales).
     Returns:
-        :class:`~trianflow.losses.objective.LossResult` with terms ``"photometric"`` and
-        ``"smooth"`` (unweighted) and ``total = photometric + beta * smooth``; per-sample ``(B,)``.
+        :class:`~trianflow.losses.objective.LossResult` with terms ``"flow"`` (photometric) and
+        ``"flow_smooth"`` (unweighted) and ``total = flow + beta * flow_smooth``; per-sample
+        ``(B,)``. The term names match the config weights ``w_flow`` / ``w_flow_smooth``, so
+        ``weighted_sum(res.terms, {"flow": w_flow, "flow_smooth": w_flow_smooth})`` re-weights
+        them (TrianFlow: ``w_flow_smooth = 10``).
     """
     if len(flows_fwd) == 0 or len(flows_fwd) != len(flows_bwd):
         raise InputError(
@@ -116,7 +119,7 @@ def flow_loss(img1: torch.Tensor, img2: torch.Tensor, flows_fwd: Sequence[torch.
         i1, i2 = resize_image(img1, (hs, ws)), resize_image(img2, (hs, ws))
         for src, tgt, fa, fb in ((i1, i2, f12, f21), (i2, i1, f21, f12)):
             warped, _ = flow_warp(tgt, fa)
-            mask = flow_valid_mask(fa, fb, occ_threshold, use_fb_mask, fb_alpha, fb_beta)
+            mask = flow_valid_mask(fa, fb, occ_threshold, use_fb_mask, fb_abs, fb_rel)
             # as TrianFlow: both images are masked before SSIM, so that invalid pixels (zeros of the
             # warp outside image 2) cannot spill into the 3x3 SSIM windows of their valid neighbours
             support = (mask > 0).to(src.dtype)
@@ -126,6 +129,6 @@ def flow_loss(img1: torch.Tensor, img2: torch.Tensor, flows_fwd: Sequence[torch.
     total_ps = photo + beta * smooth
     return LossResult(
         total=total_ps.mean(),
-        terms={"photometric": photo.mean(), "smooth": smooth.mean()},
-        per_sample={"photometric": photo, "smooth": smooth, "total": total_ps},
+        terms={"flow": photo.mean(), "flow_smooth": smooth.mean()},
+        per_sample={"flow": photo, "flow_smooth": smooth, "total": total_ps},
     )

@@ -49,15 +49,23 @@ def valid_mean(per_sample: torch.Tensor, sample_valid: torch.Tensor | None = Non
     return vals.sum() / sv.sum().clamp(min=1).to(per_sample.dtype)
 
 
-def weighted_sum(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]):
+def weighted_sum(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float], strict: bool = True):
     """Weighted sum of named loss terms: ``total = sum_k weights[k] * terms[k]``.
 
     Only terms that have a weight enter the total; weights of 0 are allowed (the term is still
-    reported). A weight whose name is not a term is a configuration mistake and raises.
+    reported). A weight whose name is not a term is a configuration mistake and raises (with
+    ``strict=False`` such weights are skipped, for a config that also weights terms of other
+    stages). Term names match the config's ``w_<term>`` fields: ``flow``, ``flow_smooth``
+    (:func:`~trianflow.losses.flow.flow_loss`), ``tri``, ``pf``, ``pd``, ``smooth``
+    (:func:`~trianflow.losses.triangulation.trianflow_depth_objective`), ``stereo_ap``,
+    ``stereo_smooth``, ``stereo_lr`` (:func:`~trianflow.losses.stereo.monodepth_loss`), ``icp``
+    (:func:`~trianflow.losses.stereo.m3depth_consistency_loss`), ``ssi``, ``ssi_grad``
+    (:class:`~trianflow.losses.scale_shift.ScaleShiftInvariantLoss`).
 
     Args:
         terms: name -> 0-dim tensor (or ``(B,)`` tensor, averaged first).
-        weights: name -> float (from the config's ``loss.weights``).
+        weights: name -> float (e.g. ``{k[2:]: v for k, v in loss_cfg.items() if k.startswith("w_")}``).
+        strict: raise on a weight without a term (default) or skip it.
     Returns:
         ``(total, named)``: 0-dim tensor and a dict name -> float with every unweighted term
         plus ``"total"``, for logging.
@@ -65,7 +73,9 @@ def weighted_sum(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]
         InputError: unknown weight name, or a non-finite weight.
     """
     unknown = sorted(set(weights) - set(terms))
-    if unknown:
+    if not strict:
+        weights = {k: v for k, v in weights.items() if k in terms}
+    elif unknown:
         raise InputError(
             f"loss weights name unknown term(s) {unknown}; known terms: {sorted(terms)} "
             "(fix loss.weights in the config)"

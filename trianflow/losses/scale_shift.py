@@ -207,7 +207,8 @@ class ScaleShiftInvariantLoss(torch.nn.Module):
         alignment: ``"median"`` or ``"lstsq"`` (see the module docstring).
 
     ``forward(pred, target, mask=None)`` takes ``(B,1,H,W)`` disparities and returns a
-    :class:`~trianflow.losses.objective.LossResult` with terms ``ssi`` and ``grad``.
+    :class:`~trianflow.losses.objective.LossResult` with terms ``ssi`` and ``ssi_grad`` (names of
+    the config weights ``w_ssi`` / ``w_ssi_grad``).
     """
 
     def __init__(self, alpha: float = 0.5, scales: int = 4, trimmed: float = 0.2, alignment: str = "median"):
@@ -229,6 +230,6 @@ class ScaleShiftInvariantLoss(torch.nn.Module):
         total_ps = ssi + self.alpha * grad
         return LossResult(
             total=valid_mean(total_ps, ok),
-            terms={"ssi": valid_mean(ssi, ok), "grad": valid_mean(grad, ok)},
-            per_sample={"ssi": ssi, "grad": grad, "valid": ok, "total": total_ps},
+            terms={"ssi": valid_mean(ssi, ok), "ssi_grad": valid_mean(grad, ok)},
+            per_sample={"ssi": ssi, "ssi_grad": grad, "valid": ok, "total": total_ps},
         )

@@ -31,9 +31,10 @@ from trianflow.losses.objective import LossResult, valid_mean
 from trianflow.losses.photometric import photometric_error
 from trianflow.losses.smoothness import edge_aware_smoothness
 
-#: default weights of the stereo recipe: Monodepth's total (already weighted inside
-#: :func:`monodepth_loss`) and the M3Depth ICP residual.
-DEFAULT_STEREO_WEIGHTS = {"monodepth": 1.0, "icp": 1e-3}
+#: default weights of the stereo recipe (Monodepth: appearance 1, smoothness 0.1, LR 1; M3Depth
+#: ICP residual 1e-3), keyed by the term names of :func:`monodepth_loss` and
+#: :func:`m3depth_consistency_loss`, for :func:`trianflow.losses.objective.weighted_sum`.
+DEFAULT_STEREO_WEIGHTS = {"stereo_ap": 1.0, "stereo_smooth": 0.1, "stereo_lr": 1.0, "icp": 1e-3}
 
 
 def monodepth_loss(left: torch.Tensor, right: torch.Tensor, disp_left_list: Sequence[torch.Tensor],
@@ -51,9 +52,10 @@ def monodepth_loss(left: torch.Tensor, right: torch.Tensor, disp_left_list: Sequ
         normalize_smooth: smooth the mean-normalised disparity (Monodepth2) instead of the raw
             one (Monodepth, default).
     Returns:
-        :class:`~trianflow.losses.objective.LossResult` with terms ``appearance``, ``smooth``
-        (already divided by 2^s, unweighted by ``w_smooth``), ``lr`` and
-        ``total = appearance + w_smooth * smooth + w_lr * lr``; per_sample ``(B,)``.
+        :class:`~trianflow.losses.objective.LossResult` with terms ``stereo_ap`` (appearance),
+        ``stereo_smooth`` (already divided by 2^s, not multiplied by ``w_smooth``), ``stereo_lr``
+        and ``total = stereo_ap + w_smooth * stereo_smooth + w_lr * stereo_lr``; per_sample
+        ``(B,)``. Term names match the config weights ``w_stereo_ap/_smooth/_lr``.
     """
     if len(disp_left_list) == 0 or len(disp_left_list) != len(disp_right_list):
         raise InputError(
@@ -89,8 +91,8 @@ def monodepth_loss(left: torch.Tensor, right: torch.Tensor, disp_left_list: Sequ
     total_ps = app + w_smooth * smooth + w_lr * lr
     return LossResult(
         total=total_ps.mean(),
-        terms={"appearance": app.mean(), "smooth": smooth.mean(), "lr": lr.mean()},
-        per_sample={"appearance": app, "smooth": smooth, "lr": lr, "total": total_ps},
+        terms={"stereo_ap": app.mean(), "stereo_smooth": smooth.mean(), "stereo_lr": lr.mean()},
+        per_sample={"stereo_ap": app, "stereo_smooth": smooth, "stereo_lr": lr, "total": total_ps},
     )
 
 

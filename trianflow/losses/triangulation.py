@@ -31,10 +31,12 @@ from trianflow.losses.objective import LossResult, valid_mean
 from trianflow.losses.photometric import masked_mean, photometric_error
 from trianflow.losses.smoothness import edge_aware_smoothness
 
-#: default weights of :func:`trianflow_depth_objective` (TrianFlow's KITTI config:
-#: w_pt_depth = 1, w_pj_depth = 0.1, w_depth_smooth = 0.001). The flow loss weight ``"flow"``
-#: (w1 in ``L = w1 L_f + w2 L_d + w3 L_p + w4 L_s``) is applied by the trainer.
-DEFAULT_DEPTH_WEIGHTS = {"depth_tri": 1.0, "reproj": 0.1, "depth_smooth": 0.001}
+#: default weights of :func:`trianflow_depth_objective`, keyed like the config's ``w_tri``,
+#: ``w_pf``, ``w_pd``, ``w_smooth`` (TrianFlow's KITTI config: w_pt_depth = 1, w_pj_depth = 0.1,
+#: w_depth_smooth = 0.001). The issue's ``L = w1 L_f + w2 L_d + w3 L_p + w4 L_s`` with
+#: ``L_p = L_pf + L_pd`` is ``pf = pd = w3``; the flow term ``w1 L_f`` is added by the trainer.
+DEFAULT_DEPTH_WEIGHTS = {"tri": 1.0, "pf": 1.0, "pd": 0.1, "smooth": 0.001}
+_FLOW_STAGE_TERMS = {"flow", "flow_smooth", "flow_consis"}
 
 
 def epipolar_distance_map(F: torch.Tensor, flow: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -218,7 +220,7 @@ def trianflow_depth_objective(img1: torch.Tensor, img2: torch.Tensor, depth1: to
                               weights: Mapping[str, float] | None = None, alpha: float = 0.85,
                               epi_threshold: float = 0.5, min_points: int = 10,
                               align_method: str = "median") -> LossResult:
-    """TrianFlow depth-stage objective ``w2 L_d + w3 (L_pf + L_pd) + w4 L_s`` with per-sample validity.
+    """TrianFlow depth-stage objective ``w_tri L_d + w_pf L_pf + w_pd L_pd + w_smooth L_s``, per-sample validity.
 
     The predicted depth is first scale-aligned (no gradient through the scale) to the
     triangulation, whose scale is that of ``T_1to2``; the aligned depth then drives ``L_d``, the
@@ -237,24 +239,25 @@ def trianflow_depth_objective(img1: torch.Tensor, img2: torch.Tensor, depth1: to
             with neither, ``M_r = 1``.
         flow_mask: ``(B,1,H,W)`` occlusion / consistency weights of the flow, None = all ones.
         disp1: ``(B,1,H,W)`` disparity for ``L_s`` (default ``1 / depth1``).
-        weights: any of ``"depth_tri"``, ``"reproj"``, ``"depth_smooth"`` (missing ones default to
-            :data:`DEFAULT_DEPTH_WEIGHTS`; a ``"flow"`` entry is ignored here).
+        weights: any of ``"tri"``, ``"pf"``, ``"pd"``, ``"smooth"`` (missing ones default to
+            :data:`DEFAULT_DEPTH_WEIGHTS`); flow-stage names (``"flow"``, ``"flow_smooth"``,
+            ``"flow_consis"``) are ignored here, any other name raises ``InputError``.
         alpha: SSIM weight of ``L_pd``; epi_threshold: ``M_r`` threshold in pixels.
         min_points: fewest valid triangulated points for a sample to count as valid.
         align_method: see :func:`align_scale`.
     Returns:
-        :class:`~trianflow.losses.objective.LossResult`; terms ``depth_tri`` (L_d), ``reproj``
-        (L_pf + L_pd), ``reproj_flow``, ``reproj_photo``, ``depth_smooth``, ``n_valid`` (float,
-        no grad); per_sample ``(B,)`` values plus ``"valid"`` (bool) and ``"total"``.
+        :class:`~trianflow.losses.objective.LossResult`; terms ``tri`` (L_d), ``pf`` (L_pf),
+        ``pd`` (L_pd), ``smooth`` (L_s) and ``n_valid`` (number of valid samples, no grad, not a
+        loss); per_sample ``(B,)`` values plus ``"valid"`` (bool) and ``"total"``.
     """
     w = dict(DEFAULT_DEPTH_WEIGHTS)
     if weights is not None:
-        unknown = sorted(set(weights) - set(DEFAULT_DEPTH_WEIGHTS) - {"flow"})
+        unknown = sorted(set(weights) - set(DEFAULT_DEPTH_WEIGHTS) - _FLOW_STAGE_TERMS)
         if unknown:
             raise InputError(
                 f"trianflow_depth_objective: unknown weight(s) {unknown}; known: {sorted(DEFAULT_DEPTH_WEIGHTS)}"
             )
-        w.update({k: float(v) for k, v in weights.items() if k != "flow"})
+        w.update({k: float(v) for k, v in weights.items() if k in DEFAULT_DEPTH_WEIGHTS})
     b, _, h, wd = depth1.shape
     dev, dt = depth1.device, depth1.dtype
 
@@ -300,18 +303,14 @@ def trianflow_depth_objective(img1: torch.Tensor, img2: torch.Tensor, depth1: to
     disp = disp1 if disp1 is not None else 1.0 / depth1.clamp(min=1e-6)
     l_s = edge_aware_smoothness(disp, img1, order=1, normalize=True)
 
-    l_p = l_pf + l_pd
-    total_ps = w["depth_tri"] * l_d + w["reproj"] * l_p + w["depth_smooth"] * l_s
+    total_ps = w["tri"] * l_d + w["pf"] * l_pf + w["pd"] * l_pd + w["smooth"] * l_s
     terms = {
-        "depth_tri": valid_mean(l_d, sv),
-        "reproj": valid_mean(l_p, sv),
-        "reproj_flow": valid_mean(l_pf, sv),
-        "reproj_photo": valid_mean(l_pd, sv),
-        "depth_smooth": l_s.mean(),
+        "tri": valid_mean(l_d, sv),
+        "pf": valid_mean(l_pf, sv),
+        "pd": valid_mean(l_pd, sv),
+        "smooth": l_s.mean(),
     }
-    total = (w["depth_tri"] * terms["depth_tri"] + w["reproj"] * terms["reproj"]
-             + w["depth_smooth"] * terms["depth_smooth"])
+    total = sum(w[k] * terms[k] for k in ("tri", "pf", "pd", "smooth"))
     terms["n_valid"] = sv.sum().to(dt)
-    per_sample = {"depth_tri": l_d, "reproj": l_p, "reproj_flow": l_pf, "reproj_photo": l_pd,
-                  "depth_smooth": l_s, "valid": sv, "total": total_ps}
+    per_sample = {"tri": l_d, "pf": l_pf, "pd": l_pd, "smooth": l_s, "valid": sv, "total": total_ps}
     return LossResult(total=total, terms=terms, per_sample=per_sample)
