@@ -169,6 +169,23 @@ def test_bf16_autocast_on_cpu_runs_and_updates(tmp_path):
     assert not tr.scaler.is_enabled()
 
 
+def test_fp16_gradscaler_path_on_cpu(tmp_path):
+    """fp16 + GradScaler (CPU autocast supports fp16): the scaler state resumes exactly, and
+    overflowing gradients are skipped with the scale backed off."""
+    tr_a, _ = train(make_cfg(tmp_path, "train.amp=fp16", name="a"))
+    assert tr_a.scaler.is_enabled()
+    train(make_cfg(tmp_path, "train.amp=fp16", "train.steps=3", name="b"))
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["scaler"]["_growth_tracker"] == 3
+    tr_b, _ = train(make_cfg(tmp_path, "train.amp=fp16", name="b"), resume="auto")
+    assert_same(params(tr_a), params(tr_b))
+    assert tr_b.scaler.state_dict() == tr_a.scaler.state_dict()
+
+    cfg = make_cfg(tmp_path, "train.amp=fp16", "train.steps=3", name="c")
+    seed_everything(0)
+    tr, s = train(cfg, task=_NanGrad(cfg))
+    assert s["skipped_steps"] == 3 and tr.scaler.get_scale() == 65536.0 / 8
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_fp16_gradscaler_on_cuda_resumes(tmp_path):
@@ -341,3 +358,12 @@ def test_colorize_and_draw_points_and_to_display():
 def test_step_output_defaults():
     out = StepOutput(loss=torch.tensor(1.0))
     assert out.terms == {} and out.images is None and out.num_images is None
+
+
+def test_out_dir_argument_overrides_config_and_is_saved(tmp_path):
+    cfg = make_cfg(tmp_path, "train.steps=1")
+    seed_everything(0)
+    tr = Trainer(cfg, ToyTask(cfg), out_dir=tmp_path / "elsewhere")
+    tr.run()
+    assert (tmp_path / "elsewhere" / "last.pt").exists() and not (tmp_path / "run").exists()
+    assert load_config(tmp_path / "elsewhere" / "config.yaml").train.out_dir == str(tmp_path / "elsewhere")

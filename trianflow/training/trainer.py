@@ -49,6 +49,7 @@ scalar map such as depth, disparity or an occlusion mask (min-max normalised to 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import resource
@@ -58,7 +59,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterable, Mapping
+from typing import Any, Callable, ContextManager, Mapping
 
 import numpy as np
 import torch
@@ -190,7 +191,7 @@ def seed_everything(seed: int) -> None:
 
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
 
 
 def _sample_seed(base: int, epoch: int, index: int) -> int:
@@ -215,12 +216,16 @@ class _SeededDataset(Dataset):
         if torch.utils.data.get_worker_info() is not None:
             seed_everything(seed)
             return self.dataset[index]
-        state = capture_rng_state()
+        import random
+
+        saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
         try:
             seed_everything(seed)
             return self.dataset[index]
         finally:
-            restore_rng_state(state)
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
 
 
 class _ResumableBatchSampler(Sampler):
@@ -435,10 +440,12 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, task, out_dir: str | Path | None = None,
                  resume: str | Path | None = None, progress: bool = False, task_name: str | None = None):
+        if out_dir is not None and str(out_dir) != cfg.train.out_dir:  # keep the saved config truthful
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=str(out_dir)))
         self.cfg = cfg
         self.task = task
         self.task_name = task_name or cfg.train.task
-        self.out_dir = Path(out_dir if out_dir is not None else cfg.train.out_dir)
+        self.out_dir = Path(cfg.train.out_dir)
         self.progress = progress
         self.info = D.detect()
         self.device = D.resolve_device(cfg.train.device, self.info.local_rank)
