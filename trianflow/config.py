@@ -89,8 +89,11 @@ class LossConfig:
     w_flow: float = 1.0
     w_flow_smooth: float = 10.0
     w_flow_consis: float = 0.01
-    fb_alpha: float = 0.01  # forward-backward occlusion check |f+b|^2 < alpha (|f|^2+|b|^2) + beta
-    fb_beta: float = 0.5
+    use_fb_mask: bool = True  # mask pixels failing the forward-backward check ...
+    fb_abs: float = 3.0  # ... |f + b| < max(fb_rel * |f|, fb_abs) pixels (trianflow.losses.flow)
+    fb_rel: float = 0.05
+    occ_threshold: float = 0.0  # forward-splat occlusion: visible where splatted weight > threshold
+    edge_weight: float = 10.0  # edge-awareness of the smoothness terms (exp(-edge_weight * |dI|))
     # TrianFlow, depth stage
     w_tri: float = 1.0
     w_pf: float = 1.0
