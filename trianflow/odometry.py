@@ -103,8 +103,7 @@ class VOResult:
     K: np.ndarray
     config: VOConfig
     timings: dict = field(default_factory=dict)
-    points: Optional[np.ndarray] = None  # (M,3) world points (optional, for export)
-    colors: Optional[np.ndarray] = None
+    points: Optional[dict] = None  # frame (M,), xyz (M,3) world, xy (M,2) pixel in that frame, rgb (M,3)
 
     def status_counts(self) -> dict:
         out: dict = {}
@@ -136,7 +135,7 @@ class VisualOdometry:
     """
 
     def __init__(self, K, image_size, config: Optional[VOConfig] = None, flow_fn: Optional[Callable] = None,
-                 baseline: Optional[float] = None, depth_fn: Optional[Callable] = None):
+                 baseline: Optional[float] = None, depth_fn: Optional[Callable] = None, keep_points: bool = False):
         from trianflow.flow_backends import DISFlow
 
         self.cfg = config or VOConfig()
@@ -156,6 +155,9 @@ class VisualOdometry:
         self.last_speed: Optional[float] = None
         self.pose_c2w = np.eye(4)
         self.stage_seconds = {"flow": 0.0, "select": 0.0, "geometry": 0.0}
+        self.keep_points = keep_points
+        self.points: list = []  # per pair: (frame index, world xyz, pixel xy in that frame, rgb)
+        self.new_points = None
 
     # -- public -----------------------------------------------------------------------------
     def step(self, index: int, timestamp: float, image: np.ndarray, image_right: Optional[np.ndarray] = None):
@@ -168,8 +170,17 @@ class VisualOdometry:
         fwd, bwd = self.flow_fn(self.prev_img, image)
         t1 = time.perf_counter()
         self.stage_seconds["flow"] += t1 - t0
+        self.new_points = None
         rel = self._relative_pose(fwd, bwd, info)
         self.stage_seconds["geometry"] += time.perf_counter() - t1
+        if self.keep_points and self.new_points is not None:
+            X1, xy = self.new_points  # points in the previous camera frame, their pixels there
+            Xw = X1 @ self.pose_c2w[:3, :3].T + self.pose_c2w[:3, 3]
+            ij = np.clip(np.round(xy).astype(int), 0, [self.size[1] - 1, self.size[0] - 1])
+            col = self.prev_img[ij[:, 1], ij[:, 0]] if self.prev_img.ndim == 3 else \
+                np.repeat(self.prev_img[ij[:, 1], ij[:, 0], None], 3, 1)
+            self.points.append((np.full(len(Xw), index - 1, np.int32), Xw.astype(np.float32),
+                                xy.astype(np.float32), col.astype(np.uint8)))
         self.pose_c2w = self.pose_c2w @ np.linalg.inv(rel)
         self.last_rel = rel
         self.prev_img, self.prev_right = image, image_right
@@ -256,6 +267,7 @@ class VisualOdometry:
         X1 = tri.points[0][m].double() * scale
         X2 = X1 @ R.T + t_unit * scale
         self.track = _Track(corr.x2[0][m].double(), X2)
+        self.new_points = (X1.cpu().numpy(), corr.x1[0][m].cpu().numpy())
         return rel
 
     def _advect_track(self, ff: torch.Tensor, score: torch.Tensor):
@@ -365,7 +377,8 @@ def _kabsch_origin(a: torch.Tensor, b: torch.Tensor):
     return None, U @ D @ Vh, None
 
 
-def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, progress: Optional[Callable] = None):
+def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, progress: Optional[Callable] = None,
+           keep_points: bool = True):
     """Run VO over a :class:`~trianflow.data.FrameSequence`.
 
     Args:
@@ -373,12 +386,14 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
         config: :class:`VOConfig`.
         progress: optional callable ``(FrameInfo) -> None`` called after each frame (the CLI
             drives a tqdm bar with it).
+        keep_points: collect the triangulated points of every pair in world coordinates
+            (``VOResult.points``: dict of arrays ``frame``, ``xyz``, ``xy``, ``rgb``).
     Returns:
         :class:`VOResult`.
     """
     cfg = config or VOConfig()
     vo = VisualOdometry(seq.K, seq.size, cfg, flow_fn=flow_fn, baseline=seq.baseline if cfg.stereo else None,
-                        depth_fn=depth_fn)
+                        depth_fn=depth_fn, keep_points=keep_points)
     poses, frames = [], []
     threads = torch.get_num_threads()
     if cfg.torch_threads > 0:
@@ -409,8 +424,14 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
         "fps": len(seq) / total if total > 0 else float("nan"),
         "mean_frame_s": float(np.mean([f.seconds for f in frames[1:]])) if len(frames) > 1 else 0.0,
     }
+    points = None
+    if keep_points and vo.points:
+        points = {k: np.concatenate([p[i] for p in vo.points]) for i, k in enumerate(("frame", "xyz", "xy", "rgb"))}
+    elif keep_points:
+        points = {"frame": np.zeros(0, np.int32), "xyz": np.zeros((0, 3), np.float32),
+                  "xy": np.zeros((0, 2), np.float32), "rgb": np.zeros((0, 3), np.uint8)}
     return VOResult(poses=np.stack(poses), timestamps=np.asarray(seq.timestamps, dtype=np.float64), frames=frames,
-                    K=np.asarray(seq.K), config=cfg, timings=timings)
+                    K=np.asarray(seq.K), config=cfg, timings=timings, points=points)
 
 
 def config_dict(cfg: VOConfig) -> dict:

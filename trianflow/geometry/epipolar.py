@@ -129,16 +129,16 @@ def eight_point(x1: torch.Tensor, x2: torch.Tensor, weights: Optional[torch.Tens
     M = A.transpose(1, 2) @ A  # (B,9,9)
     _, evecs = torch.linalg.eigh(M)
     Fn = evecs[..., 0].reshape(-1, 3, 3)
-    U, S, Vh = torch.linalg.svd(Fn)
     if essential:
-        S = torch.stack([torch.ones_like(S[:, 0]), torch.ones_like(S[:, 0]), torch.zeros_like(S[:, 0])], -1)
-        Fn = U @ torch.diag_embed(S) @ Vh
+        # the essential constraint holds in calibrated coordinates, not in Hartley-normalised ones:
+        # undo the normalisation first, then project onto equal singular values (s, s, 0)
         F = T2.transpose(1, 2) @ Fn @ T1
         U, S, Vh = torch.linalg.svd(F)
         s = (S[:, 0] + S[:, 1]) / 2
         S = torch.stack([s, s, torch.zeros_like(s)], -1)
         F = U @ torch.diag_embed(S) @ Vh
     else:
+        U, S, Vh = torch.linalg.svd(Fn)
         S = S.clone()
         S[:, 2] = 0
         F = T2.transpose(1, 2) @ (U @ torch.diag_embed(S) @ Vh) @ T1

@@ -1,0 +1,119 @@
+"""``trianflow vo SEQUENCE --out RUN_DIR``: visual odometry on an image sequence or a video."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trianflow.errors import InputError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "vo",
+        help="visual odometry on an image sequence or video",
+        description="Run visual odometry on a KITTI odometry folder (image_2/ or image_0/ + calib.txt), "
+        "a TUM RGB-D folder (rgb.txt), a plain image folder (--intrinsics) or a video file (--intrinsics). "
+        "Writes RUN_DIR/poses.txt (KITTI), poses_tum.txt, frames.csv, run.json and points.npz.",
+    )
+    p.add_argument("sequence", metavar="SEQUENCE", help="sequence folder or video file")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder")
+    p.add_argument("--intrinsics", metavar="fx,fy,cx,cy", help="camera intrinsics (overrides calib files)")
+    p.add_argument("--stereo", action="store_true", help="metric scale from the right camera (KITTI image_1/image_3)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="use only the first N frames")
+    p.add_argument("--fps", type=float, help="frame rate for timestamps of image folders and videos")
+    p.add_argument("--backend", choices=("opencv", "pycolmap", "torch"), default="opencv",
+                   help="robust essential-matrix backend (default: opencv USAC MAGSAC++)")
+    p.add_argument("--dis-preset", choices=("ultrafast", "fast", "medium"), default="medium",
+                   help="OpenCV DIS optical-flow preset when no --flow network is given (default: medium)")
+    p.add_argument("--flow", metavar="CKPT", help="FlowNet checkpoint: network flow instead of DIS")
+    p.add_argument("--depth", metavar="CKPT", help="DepthNet checkpoint: per-pair scale from predicted depth")
+    p.add_argument("--device", default="cpu", help="torch device for networks/geometry (cpu, cuda, cuda:1)")
+    p.add_argument("--samples", type=int, default=6000, help="correspondences per pair (default 6000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gt", metavar="GT", help="ground-truth trajectory: evaluate after the run (default: the "
+                   "sequence's own poses when it has them)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from trianflow.data import open_sequence
+    from trianflow.odometry import VOConfig, run_vo
+    from trianflow.run_dir import save_run
+
+    if args.max_frames is not None and args.max_frames < 2:
+        raise InputError(f"--max-frames {args.max_frames}: visual odometry needs at least 2 frames")
+    if args.samples < 8:
+        raise InputError(f"--samples {args.samples}: need at least 8 correspondences per pair")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder; give a folder path")
+    seq = open_sequence(args.sequence, intrinsics=args.intrinsics, stereo=args.stereo,
+                        max_frames=args.max_frames, fps=args.fps)
+    cfg = VOConfig(ransac_backend=args.backend, dis_preset=args.dis_preset, stereo=args.stereo,
+                   num_samples=args.samples, seed=args.seed, device=_device(args.device))
+    flow_fn = depth_fn = None
+    if args.flow or args.depth:
+        from trianflow.inference import load_depth_fn, load_flow_fn
+
+        if args.flow:
+            flow_fn = load_flow_fn(args.flow, device=cfg.device)
+            cfg.flow = "network"
+        if args.depth:
+            depth_fn = load_depth_fn(args.depth, device=cfg.device)
+    bar = tqdm(total=len(seq), unit="frame", desc=f"vo {seq.name}", disable=args.no_progress, file=sys.stderr)
+
+    def progress(info):
+        bar.update(1)
+        if info.status not in ("first",):
+            bar.set_postfix(status=info.status, inl=info.inliers, refresh=False)
+
+    try:
+        result = run_vo(seq, cfg, flow_fn=flow_fn, depth_fn=depth_fn, progress=progress)
+    finally:
+        bar.close()
+    extra = {}
+    gt = args.gt
+    metrics = None
+    if gt or seq.gt_poses is not None:
+        metrics = _evaluate(result, seq, gt, args.stereo)
+        if metrics is not None:
+            extra["evaluation"] = metrics
+    save_run(out, result, seq, extra=extra)
+    counts = result.status_counts()
+    t = result.timings
+    print(f"{seq.name}: {len(seq)} frames, {t['fps']:.1f} frames/s "
+          f"(flow {t['flow_ms']:.0f} ms, selection {t['select_ms']:.0f} ms, geometry {t['geometry_ms']:.0f} ms per pair)")
+    print("status: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if metrics is not None:
+        print(f"ATE RMSE ({metrics['align']}-aligned): {metrics['ape_rmse']:.4f} m over {metrics['path_length']:.1f} m "
+              f"({100 * metrics['ape_rmse'] / max(metrics['path_length'], 1e-9):.2f} % of the path)")
+    print(f"wrote {out}/poses.txt, poses_tum.txt, frames.csv, run.json, points.npz")
+    return 0
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name} requested but torch.cuda.is_available() is False: use --device cpu "
+                         "or install a CUDA build of torch")
+    return name
+
+
+def _evaluate(result, seq, gt_path, stereo: bool):
+    """APE against GT (given file or the sequence's own); returns the metrics dict or None."""
+    from trianflow.evaluation.trajectory import evaluate_trajectory
+
+    gt = gt_path if gt_path else seq.gt_poses
+    est = result.poses
+    if not gt_path:
+        gt = seq.gt_poses[: len(est)]
+    m = evaluate_trajectory(est, gt, align="se3" if stereo else "sim3")
+    d = m.to_dict()
+    return {k: d[k] for k in ("ape_rmse", "ape_mean", "rpe_trans_rmse", "rpe_rot_rmse", "kitti_t_err",
+                              "kitti_r_err", "align", "scale", "path_length") if k in d}

@@ -1,0 +1,129 @@
+"""The VO run directory: what ``trianflow vo`` writes and ``export`` / ``report`` read back.
+
+Layout of ``RUN_DIR`` (every file written atomically):
+
+- ``poses.txt``: KITTI format, one 3x4 camera-to-world line per input frame, first = identity.
+- ``poses_tum.txt``: TUM format ``timestamp tx ty tz qx qy qz qw`` (timestamps from the input,
+  or frame index / fps).
+- ``frames.csv``: one row per frame: ``index,timestamp,status,matches,inliers,triangulated,
+  shared,scale,rot_deg,trans,seconds,reason``.
+- ``run.json``: trianflow version, input (path, reader kind, size, frame count, stereo/baseline),
+  intrinsics (fx, fy, cx, cy and K), the VO config, timings and status counts.
+- ``points.npz``: triangulated points of every pair in world coordinates: ``frame (M,)`` index
+  of the first frame of the pair, ``xyz (M,3)``, ``xy (M,2)`` pixel in that frame, ``rgb (M,3)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from trianflow.errors import InputError
+from trianflow.io.atomic import atomic_path, write_json, write_text
+from trianflow.io.trajectory import read_trajectory, write_kitti, write_tum
+
+FRAME_FIELDS = ("index", "timestamp", "status", "matches", "inliers", "triangulated", "shared", "scale",
+                "rot_deg", "trans", "seconds", "reason")
+
+
+@dataclass
+class RunData:
+    """A VO run read back from disk."""
+
+    path: Path
+    poses: np.ndarray  # (N,4,4) camera-to-world
+    timestamps: np.ndarray  # (N,)
+    K: np.ndarray  # (3,3)
+    size: tuple  # (H, W)
+    frames: List[dict]
+    meta: dict
+    points: Optional[dict]
+
+
+def save_run(run_dir, result, seq, extra: Optional[dict] = None) -> Path:
+    """Write a :class:`~trianflow.odometry.VOResult` of sequence ``seq`` to ``run_dir``."""
+    from trianflow import __version__
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_kitti(run_dir / "poses.txt", result.poses)
+    write_tum(run_dir / "poses_tum.txt", result.timestamps, result.poses)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(FRAME_FIELDS)
+    for f in result.frames:
+        d = asdict(f)
+        w.writerow([_fmt(d[k]) for k in FRAME_FIELDS])
+    write_text(run_dir / "frames.csv", buf.getvalue())
+    if result.points is not None:
+        with atomic_path(run_dir / "points.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **result.points)
+    K = np.asarray(result.K, dtype=np.float64)
+    counts = result.status_counts()
+    meta = {
+        "trianflow_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "input": {
+            "path": str(seq.source),
+            "name": seq.name,
+            "kind": seq.kind,
+            "frames": len(seq),
+            "size": [int(seq.size[0]), int(seq.size[1])],
+            "stereo": bool(result.config.stereo),
+            "baseline": seq.baseline,
+        },
+        "intrinsics": {"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "K": K.tolist()},
+        "config": asdict(result.config),
+        "timings": result.timings,
+        "status_counts": counts,
+        "unsolved_frames": [f.index for f in result.frames if f.status in ("pnp", "const_vel")],
+    }
+    if extra:
+        meta.update(extra)
+    write_json(run_dir / "run.json", meta)
+    return run_dir
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def load_run(run_dir) -> RunData:
+    """Read a run directory written by :func:`save_run` (clear InputError when it is not one)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: no such run directory (create one with `trianflow vo SEQUENCE --out {run_dir}`)")
+    for name in ("run.json", "poses.txt"):
+        if not (run_dir / name).is_file():
+            raise InputError(f"{run_dir}: missing {name}; is this a `trianflow vo` output directory?")
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{run_dir / 'run.json'}: not valid JSON ({exc})") from None
+    _, poses = read_trajectory(run_dir / "poses.txt", fmt="kitti")
+    ts = None
+    if (run_dir / "poses_tum.txt").is_file():
+        ts, _ = read_trajectory(run_dir / "poses_tum.txt", fmt="tum")
+    if ts is None:
+        ts = np.arange(len(poses), dtype=np.float64)
+    frames: List[dict] = []
+    if (run_dir / "frames.csv").is_file():
+        with open(run_dir / "frames.csv", newline="") as fh:
+            frames = list(csv.DictReader(fh))
+    points = None
+    if (run_dir / "points.npz").is_file():
+        with np.load(run_dir / "points.npz") as z:
+            points = {k: z[k] for k in z.files}
+    K = np.asarray(meta["intrinsics"]["K"], dtype=np.float64)
+    size = tuple(meta["input"]["size"])
+    return RunData(path=run_dir, poses=poses, timestamps=ts, K=K, size=size, frames=frames, meta=meta, points=points)
