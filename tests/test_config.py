@@ -156,6 +156,7 @@ def test_override_syntax_errors():
         ("optim.betas=[0.9,1.5]", "optim.betas"),
         ("optim.milestones=[5,2]", "optim.milestones must be increasing"),
         ("data.batch_size=0", "data.batch_size must be > 0"),
+        ("data.frames=4", "data.frames must be 1, 2 or 3"),
     ],
 )
 def test_value_validation(override, needle):
@@ -191,7 +192,7 @@ def test_empty_sections_and_empty_file(tmp_path):
 
 def test_save_and_reload_roundtrip(tmp_path):
     cfg = load_config(None, ["optim.lr=3e-4", "model.flow={levels: 5, dims: [16, 32]}", "data.sequences=['09']",
-                             "train.init_depth=runs/d/last.pt", "data.frames=[-1,0,1]"])
+                             "train.init_depth=runs/d/last.pt", "data.frames=3"])
     out = tmp_path / "run" / "config.yaml"
     save_config(cfg, out)
     assert load_config(out) == cfg

@@ -117,11 +117,16 @@ class LossConfig:
 
 @dataclass
 class DataConfig:
-    """Training data (read by the task's ``build_dataset``).
+    """Training data (read by the task's ``build_dataset``; names follow ``trianflow.data``).
 
-    ``frames`` are frame offsets relative to the reference frame (``[0, 1]`` gives ``image`` and
-    ``image_next``; ``[-1, 0, 1]`` adds ``image_prev``), ``stride`` the gap between them.
-    ``size`` is ``[H, W]`` after resizing. ``max_samples`` > 0 truncates the dataset.
+    ``dataset``: ``kitti_odometry``, ``kitti_raw``, ``synthetic``, ``stereo_pairs``, ...;
+    ``root`` its folder; ``split_file`` a monodepth2-style split (KITTI raw); ``sequences`` the
+    KITTI odometry sequences (empty: all). ``frames`` consecutive frames per sample (1: ``image``;
+    2: + ``image_next``; 3: + ``image_prev``), ``stride`` the gap between them. ``size`` is
+    ``[H, W]`` after resizing. ``static_filter`` drops near-static pairs whose
+    ``static_method`` score (``mad``: mean abs grey difference 0..255; ``flow``: median flow in
+    px) is below ``static_threshold``. ``augment`` enables ``flip`` / ``color_jitter`` /
+    ``scale_crop`` (max zoom factor, 1 = off). ``max_samples`` > 0 truncates the dataset.
     """
 
     dataset: str = "synthetic"
@@ -132,14 +137,16 @@ class DataConfig:
     batch_size: int = 8
     num_workers: int = 4
     pin_memory: bool = True
-    frames: list[int] = field(default_factory=lambda: [0, 1])
+    frames: int = 2
     stride: int = 1
     stereo: bool = False
     static_filter: bool = False
-    static_thresh: float = 1.0  # median flow magnitude (px) below which a frame pair is "static"
+    static_threshold: float = 1.0
+    static_method: str = "mad"
     augment: bool = True
     flip: bool = True
-    color_jitter: float = 0.2
+    color_jitter: bool = True
+    scale_crop: float = 1.0
     max_samples: int = 0
 
 
@@ -544,7 +551,8 @@ def _validate(cfg: TrainConfig, source: str) -> None:
     need(d.num_workers >= 0, f"data.num_workers must be >= 0 (got {d.num_workers})")
     need(len(d.size) == 2 and all(s > 0 for s in d.size), f"data.size must be [H, W] with positive values (got {d.size})")
     need(d.stride > 0, f"data.stride must be > 0 (got {d.stride})")
-    need(len(d.frames) > 0, "data.frames must list at least one frame offset")
+    need(d.frames in (1, 2, 3), f"data.frames must be 1, 2 or 3 (got {d.frames})")
+    need(d.scale_crop >= 1.0, f"data.scale_crop must be >= 1 (got {d.scale_crop}; 1 disables it)")
     need(o.lr > 0, f"optim.lr must be > 0 (got {o.lr})")
     need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), f"optim.betas must be two values in [0, 1) (got {o.betas})")
     need(o.grad_clip >= 0, f"optim.grad_clip must be >= 0 (got {o.grad_clip}; 0 disables clipping)")
