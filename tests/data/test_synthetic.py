@@ -87,6 +87,13 @@ def test_texture_is_rich_and_deterministic():
     c, _ = render_views(poses, K, (48, 160), seed=1)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(da, db)
+    e, de = render_views(poses, K, (48, 160), seed=0, workers=2)  # threads: same result
+    np.testing.assert_array_equal(a, e)
+    np.testing.assert_array_equal(da, de)
+    s = synthetic_sequence(n_frames=2, size=(48, 160), seed=0)
+    s.render_all()
+    np.testing.assert_array_equal(s.read(1), a[1])
+    np.testing.assert_array_equal(s.depth(0), da[0])
     assert np.abs(a.astype(int) - c.astype(int)).mean() > 20
     gray = cv2.cvtColor(a[0], cv2.COLOR_RGB2GRAY).astype(float)
     assert gray.std() > 35  # strong contrast

@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -172,20 +175,21 @@ class SyntheticScene:
                 camera ``(pose_c2w (4,4), K (3,3))`` centred at ``origin``: boxes are then only
                 tested against the rays inside their projected bounding rectangle.
         Returns:
-            ``(t, axis, surf)``: ``(M,)`` float64 hit parameter, ``(M,)`` int axis of the hit
+            ``(t, axis, surf)``: ``(M,)`` hit parameter (float32 for float32 ``dirs``, else float64), ``(M,)`` int axis of the hit
             face's normal (0=x, 1=y, 2=z) and ``(M,)`` int surface id.
         """
-        o = np.asarray(origin, dtype=np.float64)
-        d = np.asarray(dirs, dtype=np.float64).reshape(-1, 3)
-        inv = []
-        for a in range(3):
-            da = d[:, a]
-            inv.append(1.0 / np.where(np.abs(da) < 1e-12, 1e-12, da))
+        d = np.asarray(dirs)
+        dt = np.float32 if d.dtype == np.float32 else np.float64
+        d = d.reshape(-1, 3).astype(dt, copy=False)
+        o = [float(v) for v in np.asarray(origin, dtype=np.float64).reshape(3)]
+        comps = [np.ascontiguousarray(d[:, a]) for a in range(3)]
+        inv = [1.0 / np.where(np.abs(c) < 1e-12, dt(1e-12), c) for c in comps]
         # exit through the room (slab test from the inside): t per axis, all > 0
-        ts = [(np.where(d[:, a] > 0, self.room_hi[a], self.room_lo[a]) - o[a]) * inv[a] for a in range(3)]
+        ts = [(np.where(comps[a] > 0, dt(self.room_hi[a]), dt(self.room_lo[a])) - dt(o[a])) * inv[a] for a in range(3)]
         t = np.minimum(np.minimum(ts[0], ts[1]), ts[2])
         axis = np.where(t == ts[0], 0, np.where(t == ts[1], 1, 2))
-        surf = 2 * axis + (np.take_along_axis(d, axis[:, None], 1)[:, 0] > 0)
+        positive = np.where(axis == 0, comps[0] > 0, np.where(axis == 1, comps[1] > 0, comps[2] > 0))
+        surf = 2 * axis + positive
         # entry into the boxes
         for b in range(len(self.boxes_lo)):
             lo, hi = self.boxes_lo[b], self.boxes_hi[b]
@@ -200,8 +204,8 @@ class SyntheticScene:
             near, far, nax = None, None, None
             for a in range(3):
                 ia = inv[a] if sel is None else inv[a][sel]
-                t1 = (lo[a] - o[a]) * ia
-                t2 = (hi[a] - o[a]) * ia
+                t1 = (float(lo[a]) - o[a]) * ia
+                t2 = (float(hi[a]) - o[a]) * ia
                 n_a, f_a = np.minimum(t1, t2), np.maximum(t1, t2)
                 if near is None:
                     near, far, nax = n_a, f_a, np.zeros(n_a.shape, np.int64)
@@ -230,8 +234,9 @@ class SyntheticScene:
         """
         iu = np.array([2, 0, 0])[axis]
         iv = np.array([1, 2, 1])[axis]
-        u = np.take_along_axis(points, iu[:, None], 1)[:, 0] + self.offsets[surf, 0]
-        v = np.take_along_axis(points, iv[:, None], 1)[:, 0] + self.offsets[surf, 1]
+        off = self.offsets.astype(np.float32)
+        u = np.take_along_axis(points, iu[:, None], 1)[:, 0] + off[surf, 0]
+        v = np.take_along_axis(points, iv[:, None], 1)[:, 0] + off[surf, 1]
         fp = footprint.astype(np.float32)
 
         m = len(u)
@@ -354,20 +359,22 @@ def _hsv(h, s, v):
 # rendering
 
 
-def _pixel_rays(K: np.ndarray, h: int, w: int, ss: int):
-    """Cached :func:`_pixel_rays_uncached` (read-only arrays)."""
-    key = (np.asarray(K, dtype=np.float64).tobytes(), h, w, ss)
-    if key not in _RAY_CACHE:
-        if len(_RAY_CACHE) >= 8:
-            _RAY_CACHE.pop(next(iter(_RAY_CACHE)))
-        uv, rays = _pixel_rays_uncached(K, h, w, ss)
-        uv.setflags(write=False)
-        rays.setflags(write=False)
-        _RAY_CACHE[key] = (uv, rays)
-    return _RAY_CACHE[key]
+def _pixel_rays(K: np.ndarray, h: int, w: int, ss: int, dtype=np.float32):
+    """Cached :func:`_pixel_rays_uncached` in ``dtype`` (read-only arrays)."""
+    key = (np.asarray(K, dtype=np.float64).tobytes(), h, w, ss, np.dtype(dtype).str)
+    with _RAY_LOCK:
+        if key not in _RAY_CACHE:
+            if len(_RAY_CACHE) >= 8:
+                _RAY_CACHE.pop(next(iter(_RAY_CACHE)))
+            uv, rays = (a.astype(dtype) for a in _pixel_rays_uncached(K, h, w, ss))
+            uv.setflags(write=False)
+            rays.setflags(write=False)
+            _RAY_CACHE[key] = (uv, rays)
+        return _RAY_CACHE[key]
 
 
 _RAY_CACHE: Dict = {}
+_RAY_LOCK = threading.Lock()
 
 
 def _pixel_rays_uncached(K: np.ndarray, h: int, w: int, ss: int):
@@ -383,32 +390,48 @@ def _pixel_rays_uncached(K: np.ndarray, h: int, w: int, ss: int):
     X, Y = np.meshgrid(xs, ys)
     uv = np.stack([X.reshape(-1), Y.reshape(-1)], axis=1)
     Kinv = np.linalg.inv(K)
-    rays = uv @ Kinv[:, :2].T + Kinv[:, 2]
+    rays = _affine(np.stack([uv[:, 0], uv[:, 1], np.ones(len(uv))], axis=1), Kinv)
     return uv, rays
+
+
+def _affine(x: np.ndarray, M: np.ndarray, b: Optional[np.ndarray] = None) -> np.ndarray:
+    """``x @ M.T + b`` for ``x (N,3)`` written out per column (large ``(N,3) @ (3,3)`` BLAS
+    calls are erratic when other threads are busy). Keeps ``x``'s dtype."""
+    dt = x.dtype.type
+    cols = [np.ascontiguousarray(x[:, k]) for k in range(3)]
+    out = np.empty(x.shape, x.dtype)
+    for r in range(3):
+        v = cols[0] * dt(M[r, 0]) + cols[1] * dt(M[r, 1]) + cols[2] * dt(M[r, 2])
+        if b is not None:
+            v += dt(b[r])
+        out[:, r] = v
+    return out
 
 
 def _render_one(scene: SyntheticScene, pose: np.ndarray, K: np.ndarray, h: int, w: int, ss: int):
     R, o = pose[:3, :3], pose[:3, 3]
     fx = math.sqrt(abs(K[0, 0] * K[1, 1]))
-    # colour: supersampled rays
+    # colour: supersampled rays, float32 is plenty here
     uv, rays_c = _pixel_rays(K, h, w, ss)
-    rays = rays_c @ R.T
+    rays = _affine(rays_c, R)
     t, axis, surf = scene.cast(o, rays, uv=uv, camera=(pose, K))
-    pts = o + t[:, None] * rays
+    pts = o.astype(np.float32) + t[:, None] * rays
     norm = np.sqrt(np.einsum("ij,ij->i", rays, rays))
     cos = np.abs(np.take_along_axis(rays, axis[:, None], 1)[:, 0]) / norm
-    fp = t * norm / (fx * ss) / np.sqrt(np.maximum(cos, 0.05))
-    rgb = scene.shade(pts, axis, surf, fp).reshape(h, ss, w, ss, 3).mean(axis=(1, 3))
+    fp = t * norm / np.float32(fx * ss) / np.sqrt(np.maximum(cos, np.float32(0.05)))
+    rgb = scene.shade(pts, axis, surf, fp).reshape(h * ss, w * ss, 3)
+    if ss > 1:  # INTER_AREA with an integer factor is the exact mean of each ss x ss block
+        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
     img = np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    # depth: one ray through each pixel centre; t is the camera-frame z because rays have z = 1
-    uv1, crays = _pixel_rays(K, h, w, 1)
-    tc, _, _ = scene.cast(o, crays @ R.T, uv=uv1, camera=(pose, K))
+    # depth: one float64 ray through each pixel centre; t is the camera-frame z because rays have z = 1
+    uv1, crays = _pixel_rays(K, h, w, 1, np.float64)
+    tc, _, _ = scene.cast(o, _affine(crays, R), uv=uv1, camera=(pose, K))
     depth = tc.reshape(h, w).astype(np.float32)
     return img, depth
 
 
 def render_views(poses_c2w: np.ndarray, K: np.ndarray, size: Tuple[int, int], seed: int = 0, supersample: int = 2,
-                 scene: Optional[SyntheticScene] = None):
+                 scene: Optional[SyntheticScene] = None, workers: Optional[int] = None):
     """Render colour images and depth maps of the synthetic scene.
 
     Args:
@@ -419,6 +442,8 @@ def render_views(poses_c2w: np.ndarray, K: np.ndarray, size: Tuple[int, int], se
         supersample: rays per pixel along each axis (2 -> 4 rays per pixel).
         scene: a scene from :func:`build_scene`; default: built around ``poses_c2w``. Pass the
             same scene to render further views of the same world.
+        workers: threads rendering frames in parallel (default: up to 4, one per CPU); the
+            result does not depend on it.
     Returns:
         ``(images, depths)``: ``(N,H,W,3)`` uint8 RGB and ``(N,H,W)`` float32 z-depth in metres.
     """
@@ -432,8 +457,20 @@ def render_views(poses_c2w: np.ndarray, K: np.ndarray, size: Tuple[int, int], se
         scene = build_scene(poses[:, :3, 3], seed)
     images = np.empty((len(poses), h, w, 3), np.uint8)
     depths = np.empty((len(poses), h, w), np.float32)
-    for i, pose in enumerate(poses):
-        images[i], depths[i] = _render_one(scene, pose, K, h, w, ss)
+    workers = min(os.cpu_count() or 1, 4) if workers is None else max(int(workers), 1)
+    workers = min(workers, len(poses))
+
+    def one(i):
+        images[i], depths[i] = _render_one(scene, poses[i], K, h, w, ss)
+
+    if workers <= 1:
+        for i in range(len(poses)):
+            one(i)
+    else:
+        _pixel_rays(K, h, w, ss)
+        _pixel_rays(K, h, w, 1, np.float64)
+        with ThreadPoolExecutor(workers) as ex:
+            list(ex.map(one, range(len(poses))))
     return images, depths
 
 
@@ -469,17 +506,17 @@ def flow_from_depth(scene: SyntheticScene, depth1: np.ndarray, K: np.ndarray, po
     h2, w2 = (h, w) if size2 is None else size2
     X, Y = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
     pix = np.stack([X, Y, np.ones_like(X)], -1).reshape(-1, 3)
-    P1 = (pix @ np.linalg.inv(K).T) * depth1.reshape(-1, 1).astype(np.float64)
+    P1 = _affine(pix, np.linalg.inv(K)) * depth1.reshape(-1, 1).astype(np.float64)
     T12 = relative_pose(pose1_c2w, pose2_c2w)
-    P2 = P1 @ T12[:3, :3].T + T12[:3, 3]
+    P2 = _affine(P1, T12[:3, :3], T12[:3, 3])
     z2 = P2[:, 2]
-    uv2 = (P2 @ K2.T)[:, :2] / np.maximum(z2, 1e-9)[:, None]
+    uv2 = _affine(P2, K2)[:, :2] / np.maximum(z2, 1e-9)[:, None]
     flow = (uv2 - pix[:, :2]).T.reshape(2, h, w).astype(np.float32)
     inside = (z2 > 1e-6) & (uv2[:, 0] >= 0) & (uv2[:, 0] <= w2 - 1) & (uv2[:, 1] >= 0) & (uv2[:, 1] <= h2 - 1)
     valid = np.zeros(h * w, bool)
     idx = np.nonzero(inside)[0]
     if len(idx):
-        Pw = P1[idx] @ pose1_c2w[:3, :3].T + pose1_c2w[:3, 3]
+        Pw = _affine(P1[idx], pose1_c2w[:3, :3], pose1_c2w[:3, 3])
         o2 = pose2_c2w[:3, 3]
         t, _, _ = scene.cast(o2, Pw - o2, uv=uv2[idx], camera=(pose2_c2w, K2))  # t = 1 at the point itself
         valid[idx] = t > 1.0 - 1e-3
@@ -543,6 +580,18 @@ class SyntheticSequence(FrameSequence):
         if key not in self._cache:
             self._cache[key] = flow_from_depth(self.scene, self.depth(i), self.K, self.gt_poses[i], self.gt_poses[j])
         return self._cache[key]
+
+    def render_all(self, workers: Optional[int] = None) -> None:
+        """Render (in parallel threads) and cache every frame not rendered yet, right views too."""
+        todo = [("L", i, self.gt_poses[i]) for i in range(len(self)) if ("L", i) not in self._cache]
+        if self.has_stereo:
+            todo += [("R", i, self._right_pose(i)) for i in range(len(self)) if ("R", i) not in self._cache]
+        if not todo:
+            return
+        imgs, depths = render_views(np.stack([t[2] for t in todo]), self.K, self.size,
+                                    supersample=self.supersample, scene=self.scene, workers=workers)
+        for (side, i, _), img, d in zip(todo, imgs, depths):
+            self._cache[(side, i)] = (img, d)
 
     def clear_cache(self) -> None:
         """Drop cached renderings."""
@@ -647,15 +696,20 @@ class SyntheticDataset(torch.utils.data.Dataset):
         stride: frame gap between neighbours.
         transform: callable on the sample dict (see :mod:`trianflow.data.transforms`); missing
             ``*_aug`` copies are added after it.
+        sequence: use this :class:`SyntheticSequence` instead of creating one.
+        prerender: render every frame when the dataset is built (else on first access).
     """
 
     def __init__(self, n_frames: int = 12, size: Tuple[int, int] = (64, 192), kind: str = "forward_turn",
                  seed: int = 0, baseline: Optional[float] = None, frames: int = 2, stride: int = 1,
-                 transform=None, step: float = 1.0, sequence: Optional[SyntheticSequence] = None):
+                 transform=None, step: float = 1.0, sequence: Optional[SyntheticSequence] = None,
+                 prerender: bool = True):
         if frames not in (2, 3):
             raise InputError(f"frames must be 2 or 3, got {frames}")
         self.seq = sequence if sequence is not None else synthetic_sequence(
             n_frames, size=size, kind=kind, seed=seed, baseline=baseline, step=step)
+        if prerender:  # render once in the main process; DataLoader workers then share the cache
+            self.seq.render_all()
         self.frames, self.stride, self.transform = frames, int(stride), transform
         self.n = len(self.seq) - (frames - 1) * self.stride
         if self.n < 1:
