@@ -87,14 +87,17 @@ def test_errors(tmp_path):
     with pytest.raises(InputError, match="at least 2"):
         open_sequence(tmp_path / "one", intrinsics="1,1,0,0")
     _write(tmp_path / "mixed", ["a.png", "b.png"])
-    _write(tmp_path / "mixed", ["c.png"], size=(21, 30))
+    _write(tmp_path / "mixed", ["c.jpg"], size=(21, 30))
     (tmp_path / "mixed" / "d.png").write_bytes(b"\x89PNG garbage")
     seq = open_sequence(tmp_path / "mixed", intrinsics="1,1,0,0")
     seq.read(1)
-    with pytest.raises(InputError, match=r"c.png: image is 30x21"):
+    with pytest.raises(InputError, match=r"c.jpg: image is 30x21"):  # JPEG: found when decoded
         seq.read(2)
     with pytest.raises(InputError, match=r"d.png: cannot read"):
         seq.read(3)
+    _write(tmp_path / "mixed", ["e.png"], size=(20, 31))
+    with pytest.raises(InputError, match=r"e.png: image is 31x20"):  # PNG: found at open from the header
+        open_sequence(tmp_path / "mixed", intrinsics="1,1,0,0")
     (tmp_path / "badK").mkdir()
     _write(tmp_path / "badK", ["a.png", "b.png"])
     (tmp_path / "badK" / "calib.txt").write_text("1 2\n")

@@ -157,12 +157,12 @@ def test_errors(tmp_path):
     # an unreadable image and an image of another size, named in the message
     make_kitti(tmp_path / "i", n=3)
     (tmp_path / "i" / "image_2" / "000001.png").write_bytes(b"not a png")
-    cv2.imwrite(str(tmp_path / "i" / "image_2" / "000002.png"), np.zeros((10, 10, 3), np.uint8))
     seq = open_kitti_odometry(tmp_path / "i")
     with pytest.raises(InputError, match="000001.png: cannot read"):
         seq.read(1)
-    with pytest.raises(InputError, match="000002.png: image is 10x10"):
-        seq.read(2)
+    cv2.imwrite(str(tmp_path / "i" / "image_3" / "000002.png"), np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(InputError, match="image_3/000002.png: image is 10x10"):
+        open_kitti_odometry(tmp_path / "i", stereo=True)
 
 
 def test_training_dataset(tmp_path):

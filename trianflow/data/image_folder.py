@@ -90,6 +90,32 @@ def read_sized_image(path: Path | str, size) -> np.ndarray:
     return img
 
 
+def png_size(path: Path | str) -> Optional[tuple]:
+    """``(H, W)`` from a PNG file's header without decoding it; None for other/broken files."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError:
+        return None
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+
+
+def check_png_sizes(files: List[Path], size) -> None:
+    """Raise InputError naming the first PNG in ``files`` whose header size differs from ``size = (H, W)``.
+
+    Only PNG headers are read (cheap); other formats are checked when the frame is decoded.
+    """
+    for f in files:
+        if f.suffix.lower() != ".png":
+            continue
+        s = png_size(f)
+        if s is not None and tuple(s) != tuple(size):
+            raise InputError(f"{f}: image is {s[1]}x{s[0]} but the first image of the sequence is "
+                             f"{size[1]}x{size[0]}; all frames must have the same size")
+
+
 def _numbers(line: str, path: Path, lineno: int) -> List[float]:
     try:
         vals = [float(v) for v in line.replace(",", " ").split()]
@@ -198,6 +224,7 @@ def open_image_folder(path: Path | str, K: Optional[np.ndarray] = None, max_fram
         raise InputError(f"fps must be > 0, got {fps}")
     first = read_image(files[0]) if files else None
     size = tuple(first.shape[:2]) if first is not None else (0, 0)
+    check_png_sizes(files, size)
     return ImageFolderSequence(
         name=path.resolve().name,
         source=str(path),

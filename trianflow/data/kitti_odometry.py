@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from trianflow.data.image_folder import list_images, read_image, read_sized_image
+from trianflow.data.image_folder import check_png_sizes, list_images, read_image, read_sized_image
 from trianflow.data.sequence import FrameSequence
 from trianflow.errors import InputError
 
@@ -251,6 +251,7 @@ def open_kitti_odometry(path: Union[str, Path], stereo: bool = False, max_frames
 
     first = read_image(files[0]) if files else None
     size = tuple(first.shape[:2]) if first is not None else (0, 0)
+    check_png_sizes(files + (right_files or []), size)
     return KittiOdometrySequence(
         name=p.resolve().name, source=str(p), K=K, timestamps=ts, size=size, baseline=baseline,
         gt_poses=gt, kind="kitti_odometry",

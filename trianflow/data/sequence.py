@@ -26,7 +26,8 @@ class FrameSequence:
         timestamps: ``(N,)`` float64 seconds.
         size: ``(H, W)`` of every frame.
         baseline: stereo baseline in metres (right camera at +x), ``None`` if monocular.
-        gt_poses: ``(N,4,4)`` camera-to-world ground truth (first = identity) or ``None``.
+        gt_poses: ``(N,4,4)`` camera-to-world ground truth as given by the dataset (not
+            renormalised: KITTI and synthetic start at identity, TUM does not) or ``None``.
         kind: reader name ("kitti_odometry", "tum", "image_folder", "video", "synthetic").
     """
 

@@ -27,7 +27,7 @@ from typing import List, Optional, Tuple, Union
 import cv2
 import numpy as np
 
-from trianflow.data.image_folder import read_image, read_sized_image
+from trianflow.data.image_folder import check_png_sizes, read_image, read_sized_image
 from trianflow.data.sequence import FrameSequence
 from trianflow.errors import InputError
 
@@ -186,6 +186,7 @@ def open_tum(path: Union[str, Path], K: Optional[np.ndarray] = None, max_frames:
     files = [p / n for n in names]
     first = read_image(files[0])
     size = tuple(first.shape[:2])
+    check_png_sizes(files, size)
     maps = None
     cam = freiburg_camera(p.resolve().name)
     if K is None:
