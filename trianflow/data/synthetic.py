@@ -686,7 +686,8 @@ class SyntheticDataset(torch.utils.data.Dataset):
     ``pose_gt (4,4)`` T_1to2 from ``image`` to ``image_next``, ``depth_gt (1,H,W)`` metres,
     ``flow_gt (2,H,W)`` exact flow ``image -> image_next``, ``flow_valid (1,H,W)`` float (1 where
     the pixel stays in view and is not occluded), ``frame_id``; with a baseline also
-    ``image_right``, ``baseline ()`` and ``disp_gt (1,H,W) = fx * baseline / depth``.
+    ``image_right``, ``image_next_right`` (``image_prev_right``), ``baseline ()`` and
+    ``disp_gt (1,H,W) = fx * baseline / depth``.
 
     Rendering is cached in memory (about ``N * H * W * 4`` bytes per cached image kind).
 
@@ -741,6 +742,9 @@ class SyntheticDataset(torch.utils.data.Dataset):
             sample["image_prev"] = to_image_tensor(seq.read(i - s))
         if seq.has_stereo:
             sample["image_right"] = to_image_tensor(seq.read_right(i))
+            sample["image_next_right"] = to_image_tensor(seq.read_right(j))
+            if self.frames == 3:
+                sample["image_prev_right"] = to_image_tensor(seq.read_right(i - s))
             sample["baseline"] = torch.tensor(seq.baseline, dtype=torch.float32)
             d = sample["depth_gt"]
             sample["disp_gt"] = torch.where(d > 0, float(seq.K[0, 0] * seq.baseline) / d.clamp(min=1e-6),
