@@ -1,6 +1,5 @@
 """Tests of the KITTI raw training dataset on a generated KITTI-raw-like folder."""
 
-
 import cv2
 import numpy as np
 import pytest
