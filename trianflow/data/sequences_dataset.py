@@ -203,3 +203,73 @@ class SequencePairsDataset(torch.utils.data.Dataset):
             pose = np.linalg.inv(seq.gt_poses[i + s]) @ seq.gt_poses[i]
         return make_sample(images, seq.K, f"{seq.name}/{i}", baseline=seq.baseline if self.stereo else None,
                            pose_gt=pose, transform=self.transform)
+
+
+TRAINING_DATASETS = ("kitti_odometry", "kitti_raw", "synthetic", "sequence")
+
+
+def build_training_dataset(cfg, split: str = "train") -> torch.utils.data.Dataset:
+    """Build a training/validation dataset from a data config (e.g. ``trianflow.config.DataConfig``).
+
+    Reads these attributes of ``cfg`` (missing ones take the defaults in brackets): ``dataset``
+    (``kitti_odometry``, ``kitti_raw``, ``synthetic`` or ``sequence`` = any path
+    :func:`~trianflow.data.open_sequence` reads: TUM, image folder, video), ``root``,
+    ``split_file`` (KITTI raw) [""], ``sequences`` (KITTI odometry) [all], ``size`` [256, 832],
+    ``frames`` [2], ``stride`` [1], ``stereo`` [False], ``static_filter`` [False],
+    ``static_threshold`` [1.0], ``static_method`` ["mad"], ``augment`` [True], ``flip`` [True],
+    ``color_jitter`` [True], ``scale_crop`` [1.0], ``max_samples`` [0 = all], ``intrinsics``
+    (for ``sequence``) [None].
+
+    ``split`` other than ``"train"`` disables augmentation; for ``synthetic`` it also changes the
+    scene seed (train 0, others 1). Returns a map-style dataset of sample dicts.
+    Raises InputError for an unknown dataset name or a path without images.
+    """
+    from trianflow.data.transforms import default_train_transform
+
+    g = lambda name, default=None: getattr(cfg, name, default)  # noqa: E731
+    name = str(g("dataset", "synthetic"))
+    size = tuple(int(v) for v in g("size", (256, 832))) if g("size") else None
+    frames, stride, stereo = int(g("frames", 2)), int(g("stride", 1)), bool(g("stereo", False))
+    train = split == "train"
+    transform = None
+    if train and g("augment", True):
+        transform = default_train_transform(size=None, flip=bool(g("flip", True)), jitter=bool(g("color_jitter", True)),
+                                            scale_crop=float(g("scale_crop", 1.0)))
+    static = float(g("static_threshold", 1.0)) if g("static_filter", False) else None
+    method = str(g("static_method", "mad"))
+    root = str(g("root", "") or "")
+    if name != "synthetic" and not root:
+        raise InputError(f"data.root is empty: give the folder of the {name} dataset")
+    if name == "kitti_odometry":
+        from trianflow.data.kitti_odometry import KittiOdometryDataset
+
+        seqs = list(g("sequences", []) or []) or None
+        ds = KittiOdometryDataset(root, sequences=seqs, frames=frames, stride=stride, size=size, stereo=stereo,
+                                  transform=transform, static_threshold=static, static_method=method)
+    elif name == "kitti_raw":
+        from trianflow.data.kitti_raw import KittiRawDataset
+
+        ds = KittiRawDataset(root, split=g("split_file") or None, frames=frames, stride=stride, size=size,
+                             stereo=stereo, transform=transform, static_threshold=static, static_method=method)
+    elif name == "synthetic":
+        from trianflow.data.synthetic import SyntheticDataset
+
+        n = int(g("max_samples", 0) or 0)
+        n_frames = max(n + (max(frames, 2) - 1) * stride, 40) if n else 40
+        ds = SyntheticDataset(n_frames=n_frames, size=size or (192, 640), seed=0 if train else 1,
+                              baseline=0.54 if stereo else None, frames=max(frames, 2), stride=stride,
+                              transform=transform)
+    elif name == "sequence":
+        from trianflow.data.sequence import open_sequence
+
+        seq = open_sequence(root, intrinsics=g("intrinsics"), stereo=stereo)
+        ds = SequencePairsDataset(seq, frames=frames, stride=stride, size=size, transform=transform, stereo=stereo,
+                                  static_threshold=static, static_method=method)
+    else:
+        raise InputError(f"unknown dataset {name!r}: use one of {', '.join(TRAINING_DATASETS)}")
+    if len(ds) == 0:
+        raise InputError(f"{root or name}: the dataset has no samples")
+    n = int(g("max_samples", 0) or 0)
+    if 0 < n < len(ds):
+        ds = torch.utils.data.Subset(ds, range(n))
+    return ds
