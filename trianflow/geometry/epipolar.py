@@ -185,6 +185,12 @@ def _midpoint_depths(x1n: torch.Tensor, x2n: torch.Tensor, R: torch.Tensor, t: t
     return z1, z2
 
 
+def cheirality_mask(R: torch.Tensor, t: torch.Tensor, x1n: torch.Tensor, x2n: torch.Tensor) -> torch.Tensor:
+    """``(B,N)`` bool: the midpoint triangulation lies in front of both cameras for pose ``(R, t)``."""
+    z1, z2 = _midpoint_depths(x1n.double(), x2n.double(), R.double(), t.double())
+    return (z1 > 0) & (z2 > 0)
+
+
 def pose_from_essential(E: torch.Tensor, x1n: torch.Tensor, x2n: torch.Tensor,
                         mask: Optional[torch.Tensor] = None):
     """Pick the [R|t] of the four hypotheses of ``E`` that passes cheirality for most points.
@@ -240,7 +246,7 @@ def _signed_sampson(R, t, x1n, x2n):
 
 def refine_relative_pose(R: torch.Tensor, t: torch.Tensor, x1n: torch.Tensor, x2n: torch.Tensor,
                          weights: Optional[torch.Tensor] = None, iters: int = 10,
-                         robust_scale=None, tol: float = 1e-10):
+                         robust_scale=None, tol: float = 1e-6):
     """Refine [R|t] (5 DoF, unit t) by Levenberg-Marquardt on the Sampson error, batched, fp64.
 
     RANSAC minimal solutions (and the 8-point solver) are not maximum-likelihood; a few

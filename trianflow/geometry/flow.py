@@ -38,8 +38,9 @@ def flow_warp(img: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros"
     grid = pixel_grid(h, w, device=flow.device, dtype=flow.dtype).unsqueeze(0) + flow  # (B,2,H,W)
     xy = grid.permute(0, 2, 3, 1)
     warped = sample_at(img, xy, padding_mode=padding_mode)
+    tol = 1e-3  # float32 round-off must not drop pixels exactly on the border
     valid = (
-        (xy[..., 0] >= 0) & (xy[..., 0] <= w - 1) & (xy[..., 1] >= 0) & (xy[..., 1] <= h - 1)
+        (xy[..., 0] >= -tol) & (xy[..., 0] <= w - 1 + tol) & (xy[..., 1] >= -tol) & (xy[..., 1] <= h - 1 + tol)
     ).unsqueeze(1)
     return warped, valid.to(img.dtype)
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from trianflow.geometry.epipolar import (
+    cheirality_mask,
     eight_point,
     essential_from_pose,
     refine_relative_pose,
@@ -75,7 +76,8 @@ def estimate_relative_pose(
     num_hypotheses: int = 256,
     refine_iters: int = 10,
     lo_rounds: int = 3,
-    refine_max_points: int = 2000,
+    refine_max_points: int = 1000,
+    ransac_max_points: int = 2000,
 ) -> TwoViewResult:
     """Estimate E, F and the cheirality-checked [R|t] from pixel correspondences.
 
@@ -87,6 +89,9 @@ def estimate_relative_pose(
         threshold: inlier threshold in pixels (Sampson distance).
         confidence, max_iters: RANSAC parameters (``num_hypotheses`` for the torch backend).
         min_inliers: fewer inliers than this marks the sample invalid.
+        ransac_max_points: the opencv/pycolmap backends draw hypotheses from at most this many
+            random valid points (inliers are then counted over all of them).
+        refine_max_points: at most this many random inliers enter the refinement.
         refine_iters: Levenberg-Marquardt iterations on the inliers' Sampson error after RANSAC
             (0 keeps the backend's own estimate).
     Returns:
@@ -116,14 +121,17 @@ def estimate_relative_pose(
                 reasons.append(f"too few correspondences ({int(m.sum())})")
                 continue
             fn = _opencv_essential if backend == "opencv" else _pycolmap_essential
-            Ei, mi, why = fn(x1n[i].cpu().numpy()[m], x2n[i].cpu().numpy()[m], float(threshold / f[i]),
-                             confidence, max_iters, seed, x1d[i].cpu().numpy()[m], x2d[i].cpu().numpy()[m],
-                             K1d[i].cpu().numpy(), K2d[i].cpu().numpy())
+            idx = np.flatnonzero(m)
+            if len(idx) > ransac_max_points:  # hypotheses from a random subset, inliers over all points
+                idx = np.sort(np.random.default_rng(seed).choice(idx, ransac_max_points, replace=False))
+            Ei, _, why = fn(x1n[i].cpu().numpy()[idx], x2n[i].cpu().numpy()[idx], float(threshold / f[i]),
+                            confidence, max_iters, seed, x1d[i].cpu().numpy()[idx], x2d[i].cpu().numpy()[idx],
+                            K1d[i].cpu().numpy(), K2d[i].cpu().numpy())
             if Ei is None:
                 reasons.append(why)
                 continue
-            full = np.zeros(n, dtype=bool)
-            full[np.flatnonzero(m)[mi]] = True
+            d = sampson_distance(torch.from_numpy(Ei)[None], x1n[i:i + 1].cpu(), x2n[i:i + 1].cpu())[0].numpy()
+            full = m & (d < float(threshold / f[i]))
             E[i] = torch.from_numpy(Ei)
             inl[i] = torch.from_numpy(full)
             ok[i] = True
@@ -145,7 +153,7 @@ def estimate_relative_pose(
             cur = (sampson_distance(essential_from_pose(R, t), x1n, x2n) < 2 * thr_n) & valid & ok.unsqueeze(-1)
         E = essential_from_pose(R, t)
         inl = (sampson_distance(E, x1n, x2n) < thr_n) & valid & ok.unsqueeze(-1)
-        _, _, front, _ = pose_from_essential(E, x1n, x2n, inl)
+        front = cheirality_mask(R, t, x1n, x2n)
     inl = inl & front
     num = inl.sum(-1)
     few = ok & (num < min_inliers)

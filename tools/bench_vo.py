@@ -1,0 +1,196 @@
+#!/usr/bin/env python
+"""Benchmark VO: speed and accuracy of trianflow against pycolmap's incremental mapper.
+
+Prints ONE JSON line. Modes (``--modes``, comma separated):
+
+- ``plain``: ``trianflow vo`` with DIS flow (frames/s end to end incl. image reading, per-stage
+  milliseconds, Sim3-aligned ATE RMSE and its percentage of the GT path length);
+- ``ba``: the same with ``refine="ba"`` (keyframes + sliding-window bundle adjustment);
+- ``network``: network flow (``--flow CKPT``, optional ``--depth CKPT``), on ``--device``;
+- ``pycolmap``: pycolmap SIFT + sequential matching + incremental mapping with the known
+  intrinsics; ATE over the frames it registered (reported), seconds.
+
+Usage: python tools/bench_vo.py [SEQUENCE] [--max-frames N] [--modes plain,pycolmap]
+SEQUENCE defaults to ../shared/data/kitti_odom_straight (relative to the repository root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SEQ = ROOT.parent / "shared" / "data" / "kitti_odom_straight"
+
+
+def ate(est, gt, align="sim3"):
+    from trianflow.evaluation.trajectory import evaluate_trajectory
+
+    m = evaluate_trajectory(est, gt, align=align).to_dict()
+    return {"ate_rmse": m["ape_rmse"], "ate_pct_of_path": 100 * m["ape_rmse"] / max(m["path_length"], 1e-9),
+            "rpe_trans_rmse": m["rpe_trans_rmse"], "rpe_rot_rmse": m["rpe_rot_rmse"], "path_length": m["path_length"],
+            "scale": m["scale"]}
+
+
+def bench_trianflow(seq, mode, args):
+    import torch
+
+    from trianflow.odometry import VOConfig, run_vo
+
+    cfg = VOConfig(dis_preset=args.dis_preset, ransac_backend=args.backend, device=args.device)
+    flow_fn = depth_fn = None
+    if mode == "ba":
+        if not hasattr(cfg, "refine"):
+            return {"skipped": "this version has no bundle-adjustment refinement"}
+        cfg.refine = "ba"
+    if mode == "network":
+        if not args.flow:
+            return {"skipped": "network mode needs --flow CKPT"}
+        from trianflow.inference import load_depth_fn, load_flow_fn
+
+        flow_fn = load_flow_fn(args.flow, device=args.device)
+        depth_fn = load_depth_fn(args.depth, device=args.device) if args.depth else None
+        cfg.flow = "network"
+    # warm-up on the first two frames (lazy initialisation of OpenCV / torch kernels)
+    run_vo(_Head(seq, 3), cfg, flow_fn=flow_fn, depth_fn=depth_fn, keep_points=False)
+    t0 = time.perf_counter()
+    res = run_vo(seq, cfg, flow_fn=flow_fn, depth_fn=depth_fn, keep_points=False)
+    total = time.perf_counter() - t0
+    out = {
+        "seconds": total,
+        "fps": len(seq) / total,
+        "flow_ms": res.timings["flow_ms"],
+        "select_ms": res.timings["select_ms"],
+        "geometry_ms": res.timings["geometry_ms"],
+        "status": res.status_counts(),
+        "device": args.device if mode == "network" else "cpu",
+    }
+    if mode == "network" and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
+    if seq.gt_poses is not None:
+        out.update(ate(res.poses, seq.gt_poses[: len(res.poses)]))
+    return out
+
+
+class _Head:
+    """The first n frames of a sequence (same interface as FrameSequence for run_vo)."""
+
+    def __init__(self, seq, n):
+        self.seq, self.n = seq, min(n, len(seq))
+        self.K, self.size, self.baseline, self.has_stereo = seq.K, seq.size, seq.baseline, seq.has_stereo
+        self.timestamps = seq.timestamps[: self.n]
+        self.gt_poses = None
+
+    def __len__(self):
+        return self.n
+
+    def read(self, i):
+        return self.seq.read(i)
+
+    def read_right(self, i):
+        return self.seq.read_right(i)
+
+
+def bench_pycolmap(seq, args):
+    import cv2
+    import pycolmap
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_colmap_"))
+    try:
+        img_dir = tmp / "images"
+        img_dir.mkdir()
+        names = []
+        for i in range(len(seq)):
+            name = f"{i:06d}.png"
+            cv2.imwrite(str(img_dir / name), cv2.cvtColor(seq.read(i), cv2.COLOR_RGB2BGR))
+            names.append(name)
+        K = seq.K
+        t0 = time.perf_counter()
+        db = tmp / "database.db"
+        reader = pycolmap.ImageReaderOptions()
+        reader.camera_model = "PINHOLE"
+        # COLMAP puts pixel centres at +0.5
+        reader.camera_params = f"{K[0, 0]},{K[1, 1]},{K[0, 2] + 0.5},{K[1, 2] + 0.5}"
+        pycolmap.extract_features(db, img_dir, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
+                                  device=pycolmap.Device.cpu)
+        pycolmap.match_sequential(db, device=pycolmap.Device.cpu)
+        opts = pycolmap.IncrementalPipelineOptions()
+        opts.ba_refine_focal_length = False
+        opts.ba_refine_principal_point = False
+        opts.ba_refine_extra_params = False
+        # forward motion (driving): the defaults reject every initial pair (max forward motion 0.95,
+        # min triangulation angle 16 deg); relax them as COLMAP users do for video
+        opts.mapper.init_max_forward_motion = 1.0
+        opts.mapper.init_min_tri_angle = 4.0
+        opts.random_seed = 0
+        recs = pycolmap.incremental_mapping(db, img_dir, tmp / "sparse", options=opts)
+        seconds = time.perf_counter() - t0
+        if not recs:
+            return {"seconds": seconds, "registered": 0, "note": "pycolmap failed to initialise"}
+        rec = max(recs.values(), key=lambda r: r.num_reg_images())
+        poses = {}
+        for img in rec.images.values():
+            if not img.has_pose:
+                continue
+            T = np.eye(4)
+            T[:3, :] = img.cam_from_world().matrix()
+            poses[names.index(img.name)] = np.linalg.inv(T)
+        idx = sorted(poses)
+        out = {"seconds": seconds, "registered": len(idx), "frames": len(seq)}
+        if seq.gt_poses is not None and len(idx) >= 3:
+            est = np.stack([poses[i] for i in idx])
+            out.update(ate(est, seq.gt_poses[idx]))
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sequence", nargs="?", default=str(DEFAULT_SEQ))
+    ap.add_argument("--max-frames", type=int)
+    ap.add_argument("--intrinsics")
+    ap.add_argument("--modes", default="plain,pycolmap")
+    ap.add_argument("--dis-preset", default="medium")
+    ap.add_argument("--backend", default="opencv")
+    ap.add_argument("--flow")
+    ap.add_argument("--depth")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from trianflow.data import open_sequence
+
+    seq = open_sequence(args.sequence, intrinsics=args.intrinsics, max_frames=args.max_frames)
+    result = {
+        "sequence": str(args.sequence),
+        "frames": len(seq),
+        "size": list(seq.size),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+    }
+    for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
+        if mode == "pycolmap":
+            result["pycolmap"] = bench_pycolmap(seq, args)
+        elif mode in ("plain", "ba", "network"):
+            result[mode] = bench_trianflow(seq, mode, args)
+        else:
+            ap.error(f"unknown mode {mode!r}")
+    if "plain" in result and "pycolmap" in result and "seconds" in result["plain"]:
+        result["speedup_vs_pycolmap"] = result["pycolmap"]["seconds"] / result["plain"]["seconds"]
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
