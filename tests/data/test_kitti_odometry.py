@@ -178,12 +178,13 @@ def test_training_dataset(tmp_path):
     # K rescaled with pixel-centre semantics: cx' = (cx + 0.5) * s - 0.5
     assert float(s["K"][0, 2]) == pytest.approx((CX + 0.5) * 0.5 - 0.5)
     assert float(s["K"][0, 0]) == pytest.approx(FX * 0.5)
-    expected = np.linalg.inv(T0[2]) @ T0[1]  # centre frame 1 -> next frame 2
-    np.testing.assert_allclose(s["pose_gt"].numpy(), expected, atol=1e-5)
     assert s["frame_id"] == "00/1"
-    assert "pose_gt" not in ds[4]  # sequence 01 has no ground truth
-    loader = torch.utils.data.DataLoader(ds, batch_size=2)
-    batch = next(iter(loader))
-    assert batch["image"].shape == (2, 3, 12, 32)
+    assert "pose_gt" not in s and "pose_gt" not in ds[4]  # sequence 01 has no ground truth
+    loader = torch.utils.data.DataLoader(ds, batch_size=5)
+    batch = next(iter(loader))  # samples of both sequences collate
+    assert batch["image"].shape == (5, 3, 12, 32)
+    gt = KittiOdometryDataset(tmp_path, sequences=["00"], frames=3, size=None)
+    expected = np.linalg.inv(T0[2]) @ T0[1]  # centre frame 1 -> next frame 2
+    np.testing.assert_allclose(gt[0]["pose_gt"].numpy(), expected, atol=1e-5)
     with pytest.raises(InputError, match="no KITTI odometry sequences"):
         KittiOdometryDataset(tmp_path / "sequences" / "00" / "image_2")

@@ -110,7 +110,9 @@ def test_hflip_stereo_swaps_and_converts_pose(stereo_seq):
     torch.testing.assert_close(f["image_aug"], f["image"])
     assert float(f["baseline"]) == pytest.approx(0.5)
     for k in ("depth_gt", "disp_gt", "flow_gt", "flow_valid"):
-        assert k not in f
+        assert f[k].shape == s[k].shape and not f[k].any()  # unknown now, but still collatable
+    batch = torch.utils.data.default_collate([f, _sample(seq)])
+    assert batch["depth_gt"].shape == (2, 1, 48, 144)
     # new left view = mirrored right camera: its depth is the mirrored right depth
     depth_new = torch.flip(torch.from_numpy(seq.depth_right(0).copy())[None], dims=[-1])
     # stereo: warping the new right image by the new left disparity reproduces the new left image

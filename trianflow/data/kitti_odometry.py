@@ -292,7 +292,8 @@ class KittiOdometryDataset(torch.utils.data.ConcatDataset):
 
     A concatenation of :class:`~trianflow.data.sequences_dataset.SequencePairsDataset`, one per
     sequence; see there for the sample keys (``image``, ``image_next`` (``image_prev``), ``*_aug``,
-    ``K``, ``pose_gt`` when ground truth exists, ``image_right``/``baseline`` with ``stereo``).
+    ``K``, ``pose_gt`` when every used sequence has ground truth (so any batch collates),
+    ``image_right``/``baseline`` with ``stereo``).
 
     Args:
         root: sequence folder, ``<root>`` with ``sequences/NN``, or a folder of sequences.
@@ -312,14 +313,21 @@ class KittiOdometryDataset(torch.utils.data.ConcatDataset):
         from trianflow.data.sequences_dataset import SequencePairsDataset
 
         folders = find_kitti_sequences(root, sequences)
-        parts = []
+        seqs = []
         for f in folders:
             seq = open_kitti_odometry(f, stereo=stereo, max_frames=max_frames)
             if stereo and not seq.has_stereo:
                 raise InputError(f"{f}: stereo training needs image_3/ (or image_1/) and P3 (or P1) in calib.txt")
+            seqs.append(seq)
+        # pose_gt only when every sequence has it, so that any batch collates
+        with_gt = all(s.gt_poses is not None for s in seqs)
+        if not with_gt and any(s.gt_poses is not None for s in seqs):
+            log.info("some sequences have no ground truth: samples carry no pose_gt")
+        parts = []
+        for seq in seqs:
             ds = SequencePairsDataset(seq, frames=frames, stride=stride, size=size, stereo=stereo,
                                       transform=transform, static_threshold=static_threshold,
-                                      static_method=static_method)
+                                      static_method=static_method, with_gt=with_gt)
             if len(ds):
                 parts.append(ds)
         if not parts:

@@ -10,7 +10,7 @@ Keys follow :mod:`trianflow.data`: images ``(3,H,W)`` float32 in [0,1]; ``K (3,3
 - :class:`RandomScaleCrop` zooms in by a random factor and crops back to the same size.
 - :class:`RandomHorizontalFlip` mirrors everything (``cx' = W - 1 - cx``, ``pose' = S T S`` with
   ``S = diag(-1,1,1)``, flow x negated); a stereo sample also swaps left and right so that the
-  right camera stays at +x and ``baseline`` stays positive.
+  right camera stays at +x and ``baseline`` stays positive (its dense ground truth is zeroed).
 - :class:`ColorJitter` writes colour-jittered copies ``<key>_aug`` of every image (brightness,
   contrast, saturation, hue rotation, gamma), with the same random parameters for all images of
   one sample; the un-jittered images are kept for the losses.
@@ -142,7 +142,8 @@ def hflip_sample(sample: dict) -> dict:
     (with ``image_right``) also swaps left and right images (and ``image_next``/``image_prev``
     with ``image_next_right``/``image_prev_right``) so the right camera stays at +x; then
     ``pose_gt`` is converted to the (mirrored) right camera and the left-camera dense ground
-    truth (``depth_gt``, ``disp_gt``, ``flow_gt``, ``flow_valid``) is dropped.
+    truth (``depth_gt``, ``disp_gt``, ``flow_gt``, ``flow_valid``) is zeroed (0 = unknown; the
+    keys stay so that flipped and unflipped samples still collate into one batch).
 
     A stereo sample whose temporal neighbours have no right counterparts cannot be mirrored
     consistently: it is returned unchanged (use :func:`can_hflip` to check).
@@ -177,8 +178,9 @@ def hflip_sample(sample: dict) -> dict:
             B = torch.eye(4, dtype=sample["pose_gt"].dtype)
             B[0, 3] = -b  # left-camera coordinates -> right-camera coordinates
             sample["pose_gt"] = B @ sample["pose_gt"] @ torch.linalg.inv(B)
-        for k in DENSE_KEYS:
-            sample.pop(k, None)
+        for k in DENSE_KEYS:  # they belong to the old left camera: now unknown (zeros keep batches collatable)
+            if k in sample:
+                sample[k] = torch.zeros_like(sample[k])
     if "pose_gt" in sample:
         sample["pose_gt"] = _mirror_pose(sample["pose_gt"])
     return sample
