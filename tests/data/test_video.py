@@ -26,10 +26,10 @@ def _bar_index(rgb):
     return int(round((xs.mean() - 5) / 3)) if len(xs) else -1
 
 
-def _write_video(path, n, fps=15.0):
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (64, 48))
+def _write_video(path, n, fps=15.0, fourcc="MJPG"):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (64, 48))
     if not writer.isOpened():
-        pytest.skip("this OpenCV build cannot write MJPG .avi")
+        pytest.skip(f"this OpenCV build cannot write {fourcc} {path.suffix}")
     for i in range(n):
         writer.write(_frame(i))
     writer.release()
@@ -85,3 +85,30 @@ def test_errors(tmp_path):
     one = _write_video(tmp_path / "one.avi", 1)
     with pytest.raises(InputError, match="at least 2"):
         open_sequence(one, intrinsics=K)
+
+
+def test_mp4_and_lying_container(tmp_path, monkeypatch):
+    path = _write_video(tmp_path / "clip.mp4", 10, fourcc="mp4v")
+    seq = open_video(path, K=np.eye(3))
+    assert len(seq) == 10
+    assert [_bar_index(seq.read(i)) for i in (0, 6, 2, 9, 1)] == [0, 6, 2, 9, 1]
+
+    import trianflow.data.video as video
+
+    real = cv2.VideoCapture
+    for reported in (25, 4, 0):  # too many, too few, unknown
+
+        class Lying:  # a capture whose container reports a wrong frame count
+            def __init__(self, *args):
+                self._cap = real(*args)
+
+            def get(self, prop, reported=reported):
+                return float(reported) if prop == cv2.CAP_PROP_FRAME_COUNT else self._cap.get(prop)
+
+            def __getattr__(self, name):
+                return getattr(self._cap, name)
+
+        monkeypatch.setattr(video.cv2, "VideoCapture", Lying)
+        assert count_frames(path) == 10, reported
+        assert count_frames(path, limit=7) == 7
+        monkeypatch.undo()
