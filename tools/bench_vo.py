@@ -160,7 +160,7 @@ def main(argv=None):
     ap.add_argument("--max-frames", type=int)
     ap.add_argument("--intrinsics")
     ap.add_argument("--modes", default="plain,pycolmap")
-    ap.add_argument("--dis-preset", default="medium")
+    ap.add_argument("--dis-preset", default="auto")
     ap.add_argument("--backend", default="opencv")
     ap.add_argument("--flow")
     ap.add_argument("--depth")

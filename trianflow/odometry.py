@@ -51,7 +51,7 @@ class VOConfig:
     """Settings of the VO loop (defaults are the documented ones)."""
 
     flow: str = "dis"  # "dis" or "network"
-    dis_preset: str = "medium"
+    dis_preset: str = "auto"  # auto: "fast" for images >= 960 px wide (its 1/4-res patches suffice), else "medium"
     num_samples: int = 6000
     top_ratio: float = 0.2
     score_stride: int = 2  # score / select on every 2nd pixel (4x fewer), flows read at full resolution
@@ -143,8 +143,9 @@ class VisualOdometry:
         self.K = np.asarray(K, dtype=np.float64)
         self.Kt = torch.as_tensor(self.K, dtype=torch.float32, device=self.device).unsqueeze(0)
         self.size = tuple(image_size)
-        self.flow_fn = flow_fn or DISFlow(self.cfg.dis_preset)
-        self.stereo_flow = DISFlow(self.cfg.dis_preset) if (self.cfg.stereo and baseline) else None
+        preset = resolve_dis_preset(self.cfg.dis_preset, self.size)
+        self.flow_fn = flow_fn or DISFlow(preset)
+        self.stereo_flow = DISFlow(preset) if (self.cfg.stereo and baseline) else None
         self.baseline = baseline
         self.depth_fn = depth_fn
         self.gen = torch.Generator().manual_seed(self.cfg.seed)
@@ -367,6 +368,14 @@ class VisualOdometry:
         info.status = "const_vel"
         self.track = None
         return self.last_rel.copy()
+
+
+def resolve_dis_preset(preset: str, size) -> str:
+    """``"auto"`` -> ``"fast"`` for frames at least 960 px wide, ``"medium"`` below (DIS "fast" estimates
+    at 1/4 resolution, which is accurate enough on KITTI-sized frames but not on small ones)."""
+    if preset != "auto":
+        return preset
+    return "fast" if size[1] >= 960 else "medium"
 
 
 def _kabsch_origin(a: torch.Tensor, b: torch.Tensor):
