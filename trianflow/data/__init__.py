@@ -26,8 +26,14 @@ key                shape / type        meaning
 ``depth_gt``       (1,H,W) float32     metres, 0 where unknown
 ``disp_gt``        (1,H,W) float32     disparity in pixels, 0 where unknown
 ``flow_gt``        (2,H,W) float32     flow image -> image_next, channel 0 = x
+``flow_valid``     (1,H,W) float32     1 where ``flow_gt`` is valid (stays in view, not occluded)
+``image_next_right`` (3,H,W) float32   right images of the temporal neighbours (stereo; keeps a
+ / ``image_prev_right``                 horizontal flip consistent)
 ``frame_id``       str                 "<sequence>/<index>" for logging
 =================  ==================  ==========================================================
+
+``*_aug`` exists for every image key. After a stereo flip (left and right swapped) the dense
+ground truth ``depth_gt``/``disp_gt``/``flow_gt``/``flow_valid`` is set to 0 (unknown).
 
 Conventions: pixel centres at integer coordinates; camera x right, y down, z forward; poses are
 4x4 column-vector transforms, ``T_1to2`` maps X1 to X2 = R X1 + t.
