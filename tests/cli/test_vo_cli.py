@@ -145,3 +145,33 @@ def test_demo(tmp_path, capsys):
     assert "ATE RMSE" in text
     for name in ("poses.txt", "poses_tum.txt", "frames.csv", "run.json", "trajectory.png", "report.md", "demo.log"):
         assert (out / name).is_file(), name
+
+
+def test_vo_tum_layout_with_groundtruth(syn_folder, tmp_path, capsys):
+    """A TUM RGB-D style folder (rgb.txt + groundtruth.txt) built from the synthetic frames."""
+    from trianflow.data.synthetic import synthetic_sequence
+    from trianflow.io.trajectory import write_tum
+
+    seq = synthetic_sequence(n_frames=6, size=(128, 384), seed=2)
+    tum = tmp_path / "rgbd_dataset_custom"
+    (tum / "rgb").mkdir(parents=True)
+    lines = ["# color images", "# timestamp filename"]
+    ts = 1305031102.0 + np.arange(6) / 30.0
+    for i, f in enumerate(sorted((syn_folder / "image_2").glob("*.png"))):
+        name = f"rgb/{ts[i]:.6f}.png"
+        (tum / name).write_bytes(f.read_bytes())
+        lines.append(f"{ts[i]:.6f} {name}")
+    (tum / "rgb.txt").write_text("\n".join(lines) + "\n")
+    write_tum(tum / "groundtruth.txt", ts + 0.001, seq.gt_poses)
+    out = tmp_path / "run"
+    K = seq.K
+    # an unknown (non-freiburg) folder needs --intrinsics
+    _bad(["vo", str(tum), "--out", str(out)], capsys, "--intrinsics")
+    intr = f"{K[0, 0]},{K[1, 1]},{K[0, 2]},{K[1, 2]}"
+    assert main(["vo", str(tum), "--intrinsics", intr, "--out", str(out), "--no-progress"]) == 0
+    t = np.loadtxt(out / "poses_tum.txt")
+    assert np.allclose(t[:, 0], ts)  # timestamps from the input
+    rc = main(["eval-traj", str(out / "poses_tum.txt"), str(tum / "groundtruth.txt"), "--json"])
+    assert rc == 0
+    d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert d["ape_rmse"] < 0.05 and d["n_poses"] == 6
