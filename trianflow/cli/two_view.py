@@ -26,16 +26,11 @@ def add_parser(sub) -> None:
 
 
 def read_image(path) -> np.ndarray:
-    """``(H,W,3)`` uint8 RGB, or InputError naming the file."""
-    import cv2
+    """``(H,W,3)`` uint8 RGB (gray repeated), or InputError naming the file."""
+    from trianflow.data.image_folder import read_image as _read
 
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such image file")
-    img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-    if img is None:
-        raise InputError(f"{p}: cannot read this image (not an image file, or an unsupported format)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    img = _read(path)
+    return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
 
 
 def run(args) -> int:

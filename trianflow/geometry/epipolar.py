@@ -165,8 +165,18 @@ def decompose_essential(E: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, to
     return R1, R2, t / t.norm(dim=-1, keepdim=True).clamp(min=1e-300)
 
 
-def _midpoint_depths(x1n: torch.Tensor, x2n: torch.Tensor, R: torch.Tensor, t: torch.Tensor):
-    """Depths of the midpoint triangulation in camera 1 and camera 2 (no filtering)."""
+def midpoint_normalized(x1n: torch.Tensor, x2n: torch.Tensor, R: torch.Tensor, t: torch.Tensor):
+    """Midpoint of the closest points of the two viewing rays, from normalised coordinates.
+
+    Ray 1 leaves camera 1's centre along ``[x1n, 1]``; ray 2 leaves camera 2's centre ``-R^T t``
+    along ``R^T [x2n, 1]``. No filtering (see :func:`trianflow.geometry.triangulation.triangulate_midpoint`).
+
+    Args:
+        x1n, x2n: ``(B,N,2)``; R: ``(B,3,3)``; t: ``(B,3)`` with ``X2 = R X1 + t``.
+    Returns:
+        ``(X1, X2, cos_angle)``: the point in camera-1 and camera-2 coordinates ``(B,N,3)`` and the
+        cosine of the angle between the rays ``(B,N)``.
+    """
     d1 = to_homogeneous(x1n)  # rays in cam1
     d2 = to_homogeneous(x2n) @ R  # R^T d2, rays of cam2 expressed in cam1
     c2 = -(R.transpose(-1, -2) @ t.unsqueeze(-1)).squeeze(-1).unsqueeze(1)  # (B,1,3)
@@ -176,13 +186,18 @@ def _midpoint_depths(x1n: torch.Tensor, x2n: torch.Tensor, R: torch.Tensor, t: t
     dd = (d1 * c2).sum(-1)
     e = (d2 * c2).sum(-1)
     den = a * c - b * b
-    den = torch.where(den.abs() < 1e-12, torch.full_like(den, 1e-12), den)
+    den = torch.where(den.abs() < 1e-15, torch.full_like(den, 1e-15), den)
     lam1 = (c * dd - b * e) / den
     lam2 = (b * dd - a * e) / den
     X = 0.5 * (lam1.unsqueeze(-1) * d1 + (c2 + lam2.unsqueeze(-1) * d2))
-    z1 = X[..., 2]
-    z2 = (X @ R.transpose(-1, -2) + t.unsqueeze(1))[..., 2]
-    return z1, z2
+    X2 = X @ R.transpose(-1, -2) + t.unsqueeze(1)
+    return X, X2, b / (a.sqrt() * c.sqrt())
+
+
+def _midpoint_depths(x1n: torch.Tensor, x2n: torch.Tensor, R: torch.Tensor, t: torch.Tensor):
+    """Depths of the midpoint triangulation in camera 1 and camera 2 (no filtering)."""
+    X, X2, _ = midpoint_normalized(x1n, x2n, R, t)
+    return X[..., 2], X2[..., 2]
 
 
 def cheirality_mask(R: torch.Tensor, t: torch.Tensor, x1n: torch.Tensor, x2n: torch.Tensor) -> torch.Tensor:

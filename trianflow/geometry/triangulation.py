@@ -7,8 +7,7 @@ from typing import Optional
 
 import torch
 
-from trianflow.geometry.camera import to_homogeneous
-from trianflow.geometry.epipolar import normalize_points
+from trianflow.geometry.epipolar import midpoint_normalized, normalize_points
 
 
 @dataclass
@@ -59,22 +58,8 @@ def triangulate_midpoint(
     x1d, x2d = x1.double(), x2.double()
     K1d, K2d, T = K1.double(), K2.double(), T_1to2.double()
     R, t = T[:, :3, :3], T[:, :3, 3]
-    d1 = to_homogeneous(normalize_points(x1d, K1d))
-    d2 = to_homogeneous(normalize_points(x2d, K2d)) @ R  # R^T d2 (rows)
-    c2 = -(R.transpose(-1, -2) @ t.unsqueeze(-1)).squeeze(-1).unsqueeze(1)
-    a = (d1 * d1).sum(-1)
-    b = (d1 * d2).sum(-1)
-    c = (d2 * d2).sum(-1)
-    dd = (d1 * c2).sum(-1)
-    e = (d2 * c2).sum(-1)
-    den = a * c - b * b
-    den = torch.where(den.abs() < 1e-15, torch.full_like(den, 1e-15), den)
-    lam1 = (c * dd - b * e) / den
-    lam2 = (b * dd - a * e) / den
-    X = 0.5 * (lam1.unsqueeze(-1) * d1 + c2 + lam2.unsqueeze(-1) * d2)
-    X2 = X @ R.transpose(-1, -2) + t.unsqueeze(1)
+    X, X2, cosang = midpoint_normalized(normalize_points(x1d, K1d), normalize_points(x2d, K2d), R, t)
     z1, z2 = X[..., 2], X2[..., 2]
-    cosang = b / (a.sqrt() * c.sqrt())
     angle = torch.rad2deg(torch.acos(cosang.clamp(-1, 1)))
     p1 = X @ K1d.transpose(-1, -2)
     p1 = p1[..., :2] / p1[..., 2:].clamp(min=1e-12)
