@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 import torch
 
+from trianflow.errors import InputError
 from trianflow.geometry.flow import sample_at
 from trianflow.geometry.pose import invert_pose, make_pose, umeyama
 from trianflow.geometry.ransac import estimate_relative_pose
@@ -73,6 +74,9 @@ class VOConfig:
     seed: int = 0
     device: str = "cpu"
     torch_threads: int = 1  # small-tensor geometry is fastest single-threaded; 0 keeps torch's default
+    refine: str = "none"  # "none" or "ba": keyframes + sliding-window bundle adjustment (trianflow.mapping)
+    ba_window: int = 4  # keyframes adjusted per window (refine="ba"); 10 older ones are held fixed
+    ba_refine_intrinsics: bool = False  # refine fx, fy, cx, cy in the adjustment (refine="ba")
 
 
 @dataclass
@@ -104,6 +108,7 @@ class VOResult:
     config: VOConfig
     timings: dict = field(default_factory=dict)
     points: Optional[dict] = None  # frame (M,), xyz (M,3) world, xy (M,2) pixel in that frame, rgb (M,3)
+    mapping: Optional[dict] = None  # refine="ba": {"summary": dict, "map": LocalMapper.map_points()}
 
     def status_counts(self) -> dict:
         out: dict = {}
@@ -157,8 +162,17 @@ class VisualOdometry:
         self.pose_c2w = np.eye(4)
         self.stage_seconds = {"flow": 0.0, "select": 0.0, "geometry": 0.0}
         self.keep_points = keep_points
-        self.points: list = []  # per pair: (frame index, world xyz, pixel xy in that frame, rgb)
+        self.points: list = []  # per pair: (frame index, world xyz, pixel xy in that frame, rgb, pixel in next)
         self.new_points = None
+        self.mapper = None
+        if self.cfg.refine not in ("none", "ba"):
+            raise InputError(f"VOConfig.refine={self.cfg.refine!r}: use 'none' or 'ba'")
+        if self.cfg.refine == "ba":
+            from trianflow.mapping.bundle_adjustment import BAOptions, LocalMapper, MapperConfig
+
+            mcfg = MapperConfig(window=self.cfg.ba_window, ba=BAOptions(refine_intrinsics=self.cfg.ba_refine_intrinsics))
+            self.mapper = LocalMapper(self.K, self.size, mcfg)
+        self._candidates = None
 
     # -- public -----------------------------------------------------------------------------
     def step(self, index: int, timestamp: float, image: np.ndarray, image_right: Optional[np.ndarray] = None):
@@ -166,24 +180,29 @@ class VisualOdometry:
         t0 = time.perf_counter()
         if self.prev_img is None:
             self.prev_img, self.prev_right = image, image_right
+            if self.mapper is not None:
+                self.mapper.process(index, self.pose_c2w, "first", image)
             return self.pose_c2w.copy(), FrameInfo(index, timestamp, "first", seconds=time.perf_counter() - t0)
         info = FrameInfo(index, timestamp, "ok")
         fwd, bwd = self.flow_fn(self.prev_img, image)
         t1 = time.perf_counter()
         self.stage_seconds["flow"] += t1 - t0
         self.new_points = None
+        self._candidates = None
         rel = self._relative_pose(fwd, bwd, info)
         self.stage_seconds["geometry"] += time.perf_counter() - t1
         if self.keep_points and self.new_points is not None:
-            X1, xy = self.new_points  # points in the previous camera frame, their pixels there
+            X1, xy, xy2 = self.new_points  # points in the previous camera frame, their pixels there and here
             Xw = X1 @ self.pose_c2w[:3, :3].T + self.pose_c2w[:3, 3]
             ij = np.clip(np.round(xy).astype(int), 0, [self.size[1] - 1, self.size[0] - 1])
             col = self.prev_img[ij[:, 1], ij[:, 0]] if self.prev_img.ndim == 3 else \
                 np.repeat(self.prev_img[ij[:, 1], ij[:, 0], None], 3, 1)
             self.points.append((np.full(len(Xw), index - 1, np.int32), Xw.astype(np.float32),
-                                xy.astype(np.float32), col.astype(np.uint8)))
+                                xy.astype(np.float32), col.astype(np.uint8), xy2.astype(np.float32)))
         self.pose_c2w = self.pose_c2w @ np.linalg.inv(rel)
         self.last_rel = rel
+        if self.mapper is not None:
+            self._refine(index, image, fwd, bwd, info)
         self.prev_img, self.prev_right = image, image_right
         info.rot_deg = float(np.degrees(np.arccos(np.clip((np.trace(rel[:3, :3]) - 1) / 2, -1, 1))))
         info.trans = float(np.linalg.norm(rel[:3, 3]))
@@ -268,8 +287,26 @@ class VisualOdometry:
         X1 = tri.points[0][m].double() * scale
         X2 = X1 @ R.T + t_unit * scale
         self.track = _Track(corr.x2[0][m].double(), X2)
-        self.new_points = (X1.cpu().numpy(), corr.x1[0][m].cpu().numpy())
+        self.new_points = (X1.cpu().numpy(), corr.x1[0][m].cpu().numpy(), corr.x2[0][m].cpu().numpy())
+        if self.mapper is not None:  # where new flow tracks may start: this pair's triangulated inliers
+            self._candidates = corr.x1[0][m].cpu().numpy()
         return rel
+
+    def _refine(self, index: int, image: np.ndarray, fwd: np.ndarray, bwd: np.ndarray, info: FrameInfo) -> None:
+        """``refine="ba"``: hand the frame to the mapper; at a keyframe continue from the adjusted
+        pose and chain the monocular scale from the adjusted points."""
+        ratio = info.inliers / max(info.matches, 1)
+        pose = self.mapper.process(index, self.pose_c2w, info.status, image, fwd, bwd, self._candidates, ratio)
+        if not self.mapper.is_keyframe(index):
+            return
+        self.pose_c2w = pose
+        if self.depth_fn is not None or (self.cfg.stereo and self.stereo_flow is not None):
+            return  # metric/predicted scale per pair: nothing to chain
+        ref = self.mapper.scale_reference()
+        if ref is not None:
+            xy, X = ref
+            self.track = _Track(torch.from_numpy(xy).to(self.device, torch.float64),
+                                torch.from_numpy(X).to(self.device, torch.float64))
 
     def _advect_track(self, ff: torch.Tensor, score: torch.Tensor):
         """Move the previous track's pixels into the new frame along the forward flow.
@@ -404,6 +441,8 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
     vo = VisualOdometry(seq.K, seq.size, cfg, flow_fn=flow_fn, baseline=seq.baseline if cfg.stereo else None,
                         depth_fn=depth_fn, keep_points=keep_points)
     poses, frames = [], []
+    if len(seq) == 0:
+        raise InputError("the sequence has no frames; visual odometry needs at least 2")
     threads = torch.get_num_threads()
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
@@ -434,13 +473,28 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
         "mean_frame_s": float(np.mean([f.seconds for f in frames[1:]])) if len(frames) > 1 else 0.0,
     }
     points = None
+    keys = ("frame", "xyz", "xy", "rgb", "xy2")
     if keep_points and vo.points:
-        points = {k: np.concatenate([p[i] for p in vo.points]) for i, k in enumerate(("frame", "xyz", "xy", "rgb"))}
+        points = {k: np.concatenate([p[i] for p in vo.points]) for i, k in enumerate(keys)}
     elif keep_points:
         points = {"frame": np.zeros(0, np.int32), "xyz": np.zeros((0, 3), np.float32),
-                  "xy": np.zeros((0, 2), np.float32), "rgb": np.zeros((0, 3), np.uint8)}
-    return VOResult(poses=np.stack(poses), timestamps=np.asarray(seq.timestamps, dtype=np.float64), frames=frames,
-                    K=np.asarray(seq.K), config=cfg, timings=timings, points=points)
+                  "xy": np.zeros((0, 2), np.float32), "rgb": np.zeros((0, 3), np.uint8),
+                  "xy2": np.zeros((0, 2), np.float32)}
+    poses = np.stack(poses)
+    K = np.asarray(seq.K)
+    mapping = None
+    if vo.mapper is not None:
+        t_fin = time.perf_counter()
+        vo.mapper.finish()
+        poses = vo.mapper.final_poses(poses)
+        mapping = {"summary": vo.mapper.summary(), "map": vo.mapper.map_points()}
+        K = vo.mapper.K.copy()
+        total += time.perf_counter() - t_fin
+        timings["total_s"] = total
+        timings["fps"] = len(seq) / total if total > 0 else float("nan")
+        timings["ba_ms"] = 1000 * vo.mapper.ba_seconds / n_pairs
+    return VOResult(poses=poses, timestamps=np.asarray(seq.timestamps, dtype=np.float64), frames=frames,
+                    K=K, config=cfg, timings=timings, points=points, mapping=mapping)
 
 
 def config_dict(cfg: VOConfig) -> dict:
