@@ -451,12 +451,57 @@ def _kitti_stereo_year(root) -> int:
     raise InputError(f"{root}: not a KITTI stereo 2012/2015 folder (no training/image_2/ or training/colored_0/)")
 
 
+#: baseline of the synthetic stereo rig (metres, KITTI-like)
+SYNTHETIC_BASELINE = 0.54
+
+
+def _parse_synthetic_spec(spec: str):
+    from trianflow.data.synthetic import TRAJECTORY_KINDS
+
+    parts = str(spec).split(":")
+    try:
+        kind = parts[0] or "forward_turn"
+        seed = int(parts[1]) if len(parts) > 1 and parts[1] else 0
+        n = int(parts[2]) if len(parts) > 2 and parts[2] else 40
+    except ValueError:
+        kind = ""
+    if kind not in TRAJECTORY_KINDS or len(parts) > 3:
+        raise InputError(f"data.sequences entry {spec!r}: synthetic sequences are '<kind>[:<seed>[:<frames>]]' with "
+                         f"kind one of {', '.join(TRAJECTORY_KINDS)}, e.g. 'forward_turn:0:40'")
+    return kind, seed, n
+
+
+def _synthetic_stereo(cfg: TrainConfig, split: str, frames: int, transform) -> Dataset:
+    from torch.utils.data import ConcatDataset, Subset
+
+    from trianflow.data.synthetic import SyntheticDataset
+
+    d = cfg.data
+    size = (int(d.size[0]), int(d.size[1]))
+    parts = []
+    for spec in list(d.sequences) or ["forward_turn:0:40"]:
+        kind, seed, n = _parse_synthetic_spec(spec)
+        if split != "train":
+            seed += 1000
+        parts.append(SyntheticDataset(n_frames=n, size=size, kind=kind, seed=seed, baseline=SYNTHETIC_BASELINE,
+                                      frames=max(2, int(frames)), stride=d.stride, transform=transform))
+    ds: Dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    if d.max_samples > 0 and len(ds) > d.max_samples:  # type: ignore[arg-type]
+        ds = Subset(ds, range(d.max_samples))
+    return ds
+
+
 def build_stereo_dataset(cfg: TrainConfig, split: str = "train", frames: int = 1) -> Dataset:
     """Training dataset of stereo samples for ``cfg.data`` (see the module docstring).
 
-    * ``kitti_raw``, ``kitti_odometry``, ``sequence``, ``synthetic`` (alias ``synthetic_stereo``):
+    * ``kitti_raw``, ``kitti_odometry``, ``sequence``:
       :func:`trianflow.data.sequences_dataset.build_training_dataset` with ``stereo=True`` and
-      ``frames`` (synthetic uses at least 2; its baseline is 0.54 m);
+      ``frames``;
+    * ``synthetic`` (alias ``synthetic_stereo``): rendered stereo sequences
+      (:class:`~trianflow.data.synthetic.SyntheticDataset`, baseline :data:`SYNTHETIC_BASELINE`,
+      at least 2 frames per sample) named by ``data.sequences`` entries
+      ``"<kind>[:<seed>[:<frames>]]"`` as in the trianflow task (default ``forward_turn:0:40``;
+      other splits add 1000 to the seed);
     * ``kitti_stereo``: :class:`~trianflow.data.stereo_pairs.KittiStereoDataset` (``training``
       split, year detected from the layout, resized to ``data.size``);
     * ``stereo_folder``: :class:`~trianflow.data.stereo_pairs.StereoFolderDataset` of
@@ -487,9 +532,10 @@ def build_stereo_dataset(cfg: TrainConfig, split: str = "train", frames: int = 1
     transform = None
     if train and d.augment:
         transform = default_train_transform(size=None, flip=d.flip, jitter=d.color_jitter, scale_crop=d.scale_crop)
-    if name in ("kitti_raw", "kitti_odometry", "sequence", "synthetic", "synthetic_stereo"):
-        dc = dataclasses.replace(d, dataset="synthetic" if name == "synthetic_stereo" else name, stereo=True,
-                                 frames=int(frames))
+    if name in ("synthetic", "synthetic_stereo"):
+        return _synthetic_stereo(cfg, split, frames, transform)
+    if name in ("kitti_raw", "kitti_odometry", "sequence"):
+        dc = dataclasses.replace(d, stereo=True, frames=int(frames))
         return build_training_dataset(dc, split)
     if frames > 1:
         raise InputError(f"data.dataset={name} has no temporal neighbours; the stereo_mono task needs stereo video: "
@@ -515,6 +561,17 @@ def build_stereo_dataset(cfg: TrainConfig, split: str = "train", frames: int = 1
     if d.max_samples > 0:
         n = min(n, d.max_samples)
     return TransformedDataset(base, transform, length=n)
+
+
+def _metric_abs_rel(depth: torch.Tensor, depth_gt: torch.Tensor, max_depth: float) -> torch.Tensor:
+    """Mean AbsRel over the batch WITHOUT median scaling (stereo depth is metric); NaN-free."""
+    d = depth.detach().float()
+    g = depth_gt.float()
+    ok = (g > 1e-3) & (g < max_depth) & torch.isfinite(d)
+    rel = torch.where(ok, (d.clamp(1e-3, max_depth) - g).abs() / g.clamp(min=1e-3), torch.zeros_like(d))
+    n = ok.flatten(1).sum(1)
+    per = rel.flatten(1).sum(1) / n.clamp(min=1)
+    return per[n > 0].mean() if bool((n > 0).any()) else torch.zeros((), device=d.device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -566,6 +623,9 @@ class StereoTask(Task):
         check_stereo_batch(batch, "stereo task")
         out = self.forward_depth(batch, ctx)
         total, named, extras = stereo_objective(out["disp_left"], out["disp_right"], batch, self.cfg.loss, self._ssi)
+        if "depth_gt" in batch:
+            named["gt_abs_rel_metric"] = float(_metric_abs_rel(extras["depth"], batch["depth_gt"],
+                                                               self.cfg.loss.max_depth))
         images = self._images(batch, extras) if ctx.want_images else None
         return StepOutput(loss=total, terms=named, images=images, num_images=int(batch["image"].shape[0]))
 
@@ -576,3 +636,146 @@ class StereoTask(Task):
         if "disp_gt" in batch:
             images["disp_gt"] = batch["disp_gt"][:1]
         return images
+
+
+
+@register_task("stereo_mono")
+class StereoMonoTask(StereoTask):
+    """``stereo_mono``: stereo losses (metric scale) + TrianFlow flow / triangulation losses (see the
+    module docstring). Models: ``{"flow": FlowNet, "depth": DepthNet(stereo=True)}``.
+
+    The TrianFlow building blocks come from :mod:`trianflow.training.tasks`
+    (``bidirectional_flow``, ``flow_consistency_loss``, ``two_view_geometry``) and
+    :mod:`trianflow.losses` (``flow_loss``, ``trianflow_depth_objective``). The stereo depth of
+    each scale (width fraction upsampled to full resolution, then ``fx B / (d W)``) is what the
+    triangulation losses see; they align it to the triangulation's scale without gradient, so the
+    metric scale comes from the stereo terms only. Logged besides the loss terms: ``n_valid``,
+    ``inlier_ratio`` and, with ``depth_gt`` in the batch, ``gt_abs_rel_metric`` (AbsRel of the
+    metric stereo depth, no median scaling).
+    """
+
+    def __init__(self, cfg: TrainConfig):
+        from trianflow.models import build_flownet
+        from trianflow.training.tasks import STAGES
+
+        if cfg.train.stage not in STAGES:
+            raise InputError(f"train.stage={cfg.train.stage!r}: the stereo_mono task has stages {', '.join(STAGES)}")
+        super().__init__(cfg)
+        self.frames = max(2, int(cfg.data.frames))
+        self.stage = cfg.train.stage
+        self.flow_net = build_flownet(cfg.model.flow)
+        if self.stage == "depth" and not cfg.train.init_flow:
+            log.warning("stereo_mono stage 'depth' without train.init_flow: the frozen FlowNet keeps random weights")
+
+    def models(self) -> dict:
+        """``{"flow": FlowNet, "depth": DepthNet(stereo=True)}``."""
+        return {"flow": self.flow_net, "depth": self.depth_net}
+
+    def set_stage(self, stage: str) -> None:
+        """flow: FlowNet on the flow loss, DepthNet on the stereo losses; depth: FlowNet frozen;
+        joint: both trained on everything. The DepthNet is always trained."""
+        from trianflow.training.tasks import STAGES
+
+        if stage not in STAGES:
+            raise InputError(f"train.stage={stage!r}: the stereo_mono task has stages {', '.join(STAGES)}")
+        self.stage = stage
+        self.flow_net.requires_grad_(stage in ("flow", "joint"))
+        self.depth_net.requires_grad_(True)
+
+    def build_dataset(self, split: str) -> Dataset:
+        """Stereo pairs with temporal neighbours (:func:`build_stereo_dataset`, ``frames >= 2``)."""
+        return build_stereo_dataset(self.cfg, split, frames=self.frames)
+
+    def step(self, batch: dict, ctx: StepContext) -> StepOutput:
+        """Stereo objective + TrianFlow flow loss (flow/joint) + triangulation objective (depth/joint)."""
+        from trianflow.losses.flow import flow_loss, flow_valid_mask
+        from trianflow.losses.triangulation import epipolar_distance_map, trianflow_depth_objective
+        from trianflow.training import tasks as tf
+
+        check_stereo_batch(batch, "stereo_mono task", need_next=True)
+        L = self.cfg.loss
+        stage = self.stage
+        img1, img2 = batch["image"], batch["image_next"]
+        in1, in2 = batch.get("image_aug", img1), batch.get("image_next_aug", img2)
+        K = batch["K"].float()
+        b, _, h, w = img1.shape
+        dev = img1.device
+        train_flow = stage in ("flow", "joint")
+
+        # ---- networks (autocast on the forwards only)
+        if train_flow:
+            with ctx.autocast():
+                fwd, bwd = tf.bidirectional_flow(ctx.models["flow"], in1, in2)
+        else:
+            with torch.no_grad(), ctx.autocast():
+                fwd, bwd = tf.bidirectional_flow(ctx.models["flow"], in1, in2)
+        fwd, bwd = [f.float() for f in fwd], [f.float() for f in bwd]
+        out = self.forward_depth(batch, ctx)
+
+        with torch.autocast(device_type=dev.type, enabled=False):
+            # ---- stereo (metric scale)
+            total, named, extras = stereo_objective(out["disp_left"], out["disp_right"], batch, L, self._ssi)
+            terms: dict = dict(named)
+            terms["stereo_total"] = terms.pop("total")
+            flow_mask = flow_valid_mask(fwd[0].detach(), bwd[0].detach(), L.occ_threshold, L.use_fb_mask,
+                                        L.fb_abs, L.fb_rel)
+            # ---- TrianFlow flow loss
+            if train_flow:
+                ns = max(1, min(L.num_scales, len(fwd)))
+                res = flow_loss(img1, img2, fwd[:ns], bwd[:ns], alpha=L.ssim_weight, occ_threshold=L.occ_threshold,
+                                use_fb_mask=L.use_fb_mask, fb_abs=L.fb_abs, fb_rel=L.fb_rel,
+                                edge_weight=L.edge_weight, flow_units="scale")
+                fterms = dict(res.terms)
+                if L.w_flow_consis > 0:
+                    mask_b = flow_valid_mask(bwd[0].detach(), fwd[0].detach(), L.occ_threshold, L.use_fb_mask,
+                                             L.fb_abs, L.fb_rel)
+                    fterms["flow_consis"] = (tf.flow_consistency_loss(fwd[0], bwd[0], flow_mask)
+                                             + tf.flow_consistency_loss(bwd[0], fwd[0], mask_b)).mean()
+                total_f, fnamed = weighted_sum(fterms, {"flow": L.w_flow, "flow_smooth": L.w_flow_smooth,
+                                                        "flow_consis": L.w_flow_consis}, strict=False)
+                total = total + total_f
+                terms.update({k: v for k, v in fnamed.items() if k != "total"})
+            # ---- TrianFlow triangulation losses on the stereo depth
+            geo = None
+            if stage in ("depth", "joint"):
+                geo = tf.two_view_geometry(fwd[0], bwd[0], K, num_matches=L.num_matches,
+                                           top_ratio=L.match_sample_ratio, threshold=L.inlier_thresh,
+                                           num_hypotheses=L.ransac_iters, min_angle_deg=L.min_ray_angle_deg,
+                                           min_points=tf._MIN_POINTS, seed=self.cfg.train.seed * 1_000_003 + ctx.step)
+                Fm = torch.where(geo.valid.view(b, 1, 1), torch.nan_to_num(geo.pose.F.float()),
+                                 torch.zeros(b, 3, 3, device=dev))
+                epi = epipolar_distance_map(Fm, fwd[0].detach())
+                flow_for_loss = fwd[0] if stage == "joint" else fwd[0].detach()
+                weights = {"tri": L.w_tri, "pf": L.w_pf, "pd": L.w_pd, "smooth": L.w_smooth}
+                dl = out["disp_left"]
+                nd = max(1, min(L.num_scales, len(dl)))
+                dterms: dict = {}
+                for s in range(nd):
+                    frac = dl[s].float()
+                    if frac.shape[-2:] != (h, w):
+                        frac = F.interpolate(frac, size=(h, w), mode="bilinear", align_corners=False)
+                    depth_s = stereo_depth(frac, K, batch["baseline"].float(), w)
+                    r = trianflow_depth_objective(img1, img2, depth_s, flow_for_loss, K, geo.T, geo.corr.x1,
+                                                  geo.tri.depth1, geo.tri.valid, sample_valid=geo.valid,
+                                                  epi_dist=epi, flow_mask=flow_mask, disp1=frac, weights=weights,
+                                                  alpha=L.ssim_weight, epi_threshold=L.inlier_thresh,
+                                                  min_points=tf._MIN_POINTS)
+                    total = total + r.total / nd
+                    for k in ("tri", "pf", "pd", "smooth"):
+                        dterms[k] = dterms.get(k, 0.0) + float(r.terms[k].detach()) / nd
+                terms.update(dterms)
+                terms["n_valid"] = float(geo.valid.sum())
+                nv = geo.corr.valid.sum(1).clamp(min=1).float()
+                terms["inlier_ratio"] = float((geo.pose.inliers.sum(1).float() / nv).mean())
+        if "depth_gt" in batch:
+            terms["gt_abs_rel_metric"] = float(_metric_abs_rel(extras["depth"], batch["depth_gt"], L.max_depth))
+        images = None
+        if ctx.want_images:
+            images = self._images(batch, extras)
+            images["flow"] = fwd[0][:1].detach()
+            images["flow_mask"] = flow_mask[:1]
+            if geo is not None:
+                from trianflow.training.trainer import draw_points
+
+                images["inliers"] = draw_points(img1[0], geo.corr.x1[0], valid=geo.pose.inliers[0])
+        return StepOutput(loss=total, terms=terms, images=images, num_images=b)

@@ -1,0 +1,187 @@
+#!/usr/bin/env python
+"""Training throughput of the stereo recipes: images/s and peak memory, one JSON line.
+
+Recipes (``--recipes``): ``stereo_monodepth`` and ``stereo_m3depth`` (task ``stereo``) and
+``kitti_stereo_mono`` (task ``stereo_mono``; its stages with ``--mono-stages``, default
+``joint``, the most expensive one). Each runs the real task step from ``configs/<recipe>.yaml``
+(networks under autocast, losses and geometry in fp32) plus backward, gradient clipping and the
+Adam update, on a fixed batch of rendered synthetic stereo frames (with their next frames), after
+warm-up steps. The default is the issue's setting, 832x256 with batch 8.
+
+    python tools/bench_train_stereo.py                                   # CUDA + bf16 when available
+    python tools/bench_train_stereo.py --device cpu --batch 2 --steps 2  # a quick CPU number
+    python tools/bench_train_stereo.py --recipes stereo_m3depth --amp fp16
+
+Output keys: ``device``, ``gpu``, ``amp``, ``size``, ``batch``, ``steps``, ``warmup``, ``torch``,
+``threads`` and per recipe (``kitti_stereo_mono/<stage>`` for the joint recipe)
+``{"images_per_s", "step_ms", "peak_mem_mb", "loss"}`` (plus ``n_valid`` for the stereo_mono
+depth/joint stages: samples whose pose/triangulation was valid in the last step). An image is one
+left image (with its right image, and next frame for stereo_mono). Peak memory is
+``torch.cuda.max_memory_allocated`` on CUDA (reset per recipe) and the process's max RSS on CPU
+(monotonic over the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from trianflow.config import load_config  # noqa: E402
+from trianflow.errors import InputError  # noqa: E402
+
+RECIPES = ("stereo_monodepth", "stereo_m3depth", "kitti_stereo_mono")
+
+
+def make_batch(size, batch: int, device: torch.device) -> dict:
+    """``batch`` consecutive stereo pairs (+ next frames) of one rendered synthetic sequence, on ``device``."""
+    from torch.utils.data import default_collate
+
+    from trianflow.data.synthetic import SyntheticDataset
+
+    ds = SyntheticDataset(n_frames=batch + 1, size=tuple(size), kind="forward_turn", seed=0, baseline=0.54)
+    samples = [ds[i] for i in range(batch)]
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in default_collate(samples).items()}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_recipe(recipe: str, stage: str, batch: dict, device: torch.device, amp: str, steps: int,
+                 warmup: int) -> dict:
+    """Time ``steps`` optimiser steps of ``configs/<recipe>.yaml`` after ``warmup`` steps."""
+    from trianflow.training.registry import get_task
+    from trianflow.training.trainer import StepContext
+
+    # the AMP value is quoted: YAML would read a bare off as false
+    cfg = load_config(ROOT / "configs" / f"{recipe}.yaml",
+                      [f"train.stage={stage}", "train.device=cpu", f"train.amp='{amp}'"])
+    torch.manual_seed(0)
+    task = get_task(cfg.train.task)(cfg)
+    models = task.models()
+    for m in models.values():
+        m.to(device)
+    task.set_stage(stage)
+    for m in models.values():
+        m.train(any(p.requires_grad for p in m.parameters()))
+    params = task.trainable_parameters()
+    opt = torch.optim.Adam(params, lr=1e-5)
+    dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    def autocast():
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=dtype)
+
+    out = None
+
+    def one(i: int):
+        nonlocal out
+        ctx = StepContext(step=i, stage=stage, device=device, models=models, want_images=False,
+                          autocast=autocast, amp_dtype=dtype)
+        opt.zero_grad(set_to_none=True)
+        out = task.step(batch, ctx)
+        scaler.scale(out.loss).backward()
+        if scaler.is_enabled():
+            scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip or float("inf"))
+        scaler.step(opt)
+        scaler.update()
+
+    for i in range(warmup):
+        one(i)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        one(warmup + i)
+    _sync(device)
+    dt = time.perf_counter() - t0
+    b = batch["image"].shape[0]
+    peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    res = {"images_per_s": round(steps * b / dt, 3), "step_ms": round(1000 * dt / steps, 1),
+           "peak_mem_mb": round(peak, 1), "loss": float(out.loss.detach())}
+    if "n_valid" in out.terms:
+        res["n_valid"] = int(float(out.terms["n_valid"]))
+    if not math.isfinite(res["loss"]):
+        res["loss"] = None
+    del task, models, opt, params
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return res
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available; use --device cpu")
+    return dev
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    ap.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
+                    help="autocast dtype of the networks (auto: bf16 on CUDA, off on CPU)")
+    ap.add_argument("--size", type=int, nargs=2, default=(256, 832), metavar=("H", "W"))
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per recipe (default 20 CUDA, 2 CPU)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5 CUDA, 1 CPU)")
+    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
+    ap.add_argument("--mono-stages", nargs="+", default=["joint"], choices=("flow", "depth", "joint"),
+                    help="stages of kitti_stereo_mono to time (default: joint)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    args = ap.parse_args(argv)
+    try:
+        device = _device(args.device)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    cuda = device.type == "cuda"
+    amp = args.amp if args.amp != "auto" else ("bf16" if cuda else "off")
+    steps = args.steps if args.steps is not None else (20 if cuda else 2)
+    warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
+    if args.batch < 1 or steps < 1 or warmup < 0 or min(args.size) < 64:
+        print("error: need --batch >= 1, --steps >= 1, --warmup >= 0 and --size of at least 64 px", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    batch = make_batch(args.size, args.batch, device)
+    out = {"tool": "bench_train_stereo", "device": str(device),
+           "gpu": torch.cuda.get_device_name(device) if cuda else None, "amp": amp, "size": list(args.size),
+           "batch": args.batch, "steps": steps, "warmup": warmup, "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "render_s": round(time.perf_counter() - t0, 1)}
+    try:
+        for recipe in args.recipes:
+            if recipe == "kitti_stereo_mono":
+                for stage in args.mono_stages:
+                    out[f"{recipe}/{stage}"] = bench_recipe(recipe, stage, batch, device, amp, steps, warmup)
+            else:
+                out[recipe] = bench_recipe(recipe, "flow", batch, device, amp, steps, warmup)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
