@@ -480,7 +480,7 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
         points = {"frame": np.zeros(0, np.int32), "xyz": np.zeros((0, 3), np.float32),
                   "xy": np.zeros((0, 2), np.float32), "rgb": np.zeros((0, 3), np.uint8),
                   "xy2": np.zeros((0, 2), np.float32)}
-    poses = np.stack(poses)
+    poses = _orthonormalize(np.stack(poses))  # exact rotations (the geometry runs partly in fp32)
     K = np.asarray(seq.K)
     mapping = None
     if vo.mapper is not None:
@@ -495,6 +495,15 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
         timings["ba_ms"] = 1000 * vo.mapper.ba_seconds / n_pairs
     return VOResult(poses=poses, timestamps=np.asarray(seq.timestamps, dtype=np.float64), frames=frames,
                     K=K, config=cfg, timings=timings, points=points, mapping=mapping)
+
+
+def _orthonormalize(poses: np.ndarray) -> np.ndarray:
+    """Project the rotation block of every pose ``(N,4,4)`` onto SO(3) (nearest rotation)."""
+    U, _, Vt = np.linalg.svd(poses[:, :3, :3])
+    d = np.sign(np.linalg.det(U @ Vt))
+    out = poses.copy()
+    out[:, :3, :3] = U @ (Vt * np.stack([np.ones_like(d), np.ones_like(d), d], 1)[:, :, None])
+    return out
 
 
 def config_dict(cfg: VOConfig) -> dict:

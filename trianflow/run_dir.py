@@ -7,10 +7,23 @@ Layout of ``RUN_DIR`` (every file written atomically):
   or frame index / fps).
 - ``frames.csv``: one row per frame: ``index,timestamp,status,matches,inliers,triangulated,
   shared,scale,rot_deg,trans,seconds,reason``.
-- ``run.json``: trianflow version, input (path, reader kind, size, frame count, stereo/baseline),
-  intrinsics (fx, fy, cx, cy and K), the VO config, timings and status counts.
+- ``run.json``: trianflow version, input (path, reader kind, size, frame count, stereo/baseline,
+  ``files``: the frame file names when the input is a folder of images, ``image_dir``: their
+  folder), intrinsics (fx, fy, cx, cy and K; pixel centres at integers), the VO config,
+  timings, status counts, ``unsolved_frames`` (statuses ``pnp``/``const_vel``), and with
+  ``--refine ba`` a ``refine`` section (keyframes, why each was chosen, adjustment counts,
+  timings, initial and final intrinsics).
 - ``points.npz``: triangulated points of every pair in world coordinates: ``frame (M,)`` index
-  of the first frame of the pair, ``xyz (M,3)``, ``xy (M,2)`` pixel in that frame, ``rgb (M,3)``.
+  of the first frame of the pair, ``xyz (M,3)``, ``xy (M,2)`` pixel in that frame, ``rgb (M,3)``,
+  ``xy2 (M,2)`` pixel in the next frame (the pair's inlier correspondence ``xy -> xy2``).
+- ``tracks.npz`` (``--refine ba`` only): the adjusted map. Points ``track_id (P,)``,
+  ``xyz (P,3)`` world, ``rgb (P,3)`` uint8; observations, one row each, ``obs_point (O,)`` (row
+  into the point arrays), ``obs_frame (O,)`` (keyframe index), ``obs_xy (O,2)`` pixel (centres
+  at integers); ``keyframes (F,)`` frame indices.
+
+All poses are in the units of the trajectory: metres for stereo/metric runs, the first pair's
+translation = 1 for monocular runs. ``trianflow export`` turns a run directory into a COLMAP
+model, a PLY point cloud or a KITTI/TUM trajectory; ``trianflow report`` into an HTML page.
 """
 
 from __future__ import annotations
@@ -45,6 +58,15 @@ class RunData:
     frames: List[dict]
     meta: dict
     points: Optional[dict]
+    tracks: Optional[dict] = None  # tracks.npz (refine="ba"), see the module docstring
+
+    @property
+    def frame_names(self) -> List[str]:
+        """Image name of every frame: the input's file names, else ``000000.png``, ..."""
+        files = self.meta.get("input", {}).get("files")
+        if files and len(files) == len(self.poses):
+            return list(files)
+        return [f"{i:06d}.png" for i in range(len(self.poses))]
 
 
 def save_run(run_dir, result, seq, extra: Optional[dict] = None) -> Path:
@@ -63,9 +85,11 @@ def save_run(run_dir, result, seq, extra: Optional[dict] = None) -> Path:
         w.writerow([_fmt(d[k]) for k in FRAME_FIELDS])
     write_text(run_dir / "frames.csv", buf.getvalue())
     if result.points is not None:
-        with atomic_path(run_dir / "points.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **result.points)
+        _save_npz(run_dir / "points.npz", result.points)
+    mapping = getattr(result, "mapping", None)
+    if mapping is not None:
+        _save_npz(run_dir / "tracks.npz", {**mapping["map"], "keyframes": np.asarray(
+            mapping["summary"]["keyframes"], dtype=np.int64)})
     K = np.asarray(result.K, dtype=np.float64)
     counts = result.status_counts()
     meta = {
@@ -79,6 +103,7 @@ def save_run(run_dir, result, seq, extra: Optional[dict] = None) -> Path:
             "size": [int(seq.size[0]), int(seq.size[1])],
             "stereo": bool(result.config.stereo),
             "baseline": seq.baseline,
+            **_file_names(seq),
         },
         "intrinsics": {"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "K": K.tolist()},
         "config": asdict(result.config),
@@ -86,10 +111,26 @@ def save_run(run_dir, result, seq, extra: Optional[dict] = None) -> Path:
         "status_counts": counts,
         "unsolved_frames": [f.index for f in result.frames if f.status in ("pnp", "const_vel")],
     }
+    if mapping is not None:
+        meta["refine"] = mapping["summary"]
     if extra:
         meta.update(extra)
     write_json(run_dir / "run.json", meta)
     return run_dir
+
+
+def _save_npz(path: Path, arrays: dict) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+
+def _file_names(seq) -> dict:
+    files = getattr(seq, "files", None)
+    if not files:
+        return {}
+    files = [Path(f) for f in files]
+    return {"files": [f.name for f in files], "image_dir": str(files[0].parent)}
 
 
 def _fmt(v):
@@ -120,10 +161,23 @@ def load_run(run_dir) -> RunData:
     if (run_dir / "frames.csv").is_file():
         with open(run_dir / "frames.csv", newline="") as fh:
             frames = list(csv.DictReader(fh))
-    points = None
-    if (run_dir / "points.npz").is_file():
-        with np.load(run_dir / "points.npz") as z:
-            points = {k: z[k] for k in z.files}
-    K = np.asarray(meta["intrinsics"]["K"], dtype=np.float64)
-    size = tuple(meta["input"]["size"])
-    return RunData(path=run_dir, poses=poses, timestamps=ts, K=K, size=size, frames=frames, meta=meta, points=points)
+    points = _load_npz(run_dir / "points.npz")
+    tracks = _load_npz(run_dir / "tracks.npz")
+    try:
+        K = np.asarray(meta["intrinsics"]["K"], dtype=np.float64).reshape(3, 3)
+        size = tuple(int(v) for v in meta["input"]["size"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{run_dir / 'run.json'}: missing or bad intrinsics/input size ({exc}); "
+                         "is this a `trianflow vo` output directory?") from None
+    return RunData(path=run_dir, poses=poses, timestamps=ts, K=K, size=size, frames=frames, meta=meta, points=points,
+                   tracks=tracks)
+
+
+def _load_npz(path: Path) -> Optional[dict]:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read ({exc}); re-run `trianflow vo` to rewrite it") from None

@@ -31,6 +31,13 @@ def add_parser(sub) -> None:
     p.add_argument("--flow", metavar="CKPT", help="FlowNet checkpoint: network flow instead of DIS")
     p.add_argument("--depth", metavar="CKPT", help="DepthNet checkpoint: per-pair scale from predicted depth")
     p.add_argument("--device", default="cpu", help="torch device for networks/geometry (cpu, cuda, cuda:1)")
+    p.add_argument("--refine", choices=("none", "ba"), default="none",
+                   help="ba: keyframes + sliding-window bundle adjustment with pycolmap (less drift, slower; "
+                   "also writes tracks.npz, the adjusted map)")
+    p.add_argument("--refine-intrinsics", action="store_true",
+                   help="with --refine ba: also refine fx, fy, cx, cy (default: fixed)")
+    p.add_argument("--ba-window", type=int, default=4, metavar="N",
+                   help="with --refine ba: keyframes adjusted per window (default 4; 10 older ones are held fixed)")
     p.add_argument("--samples", type=int, default=6000, help="correspondences per pair (default 6000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gt", metavar="GT", help="ground-truth trajectory: evaluate after the run (default: the "
@@ -50,12 +57,17 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--max-frames {args.max_frames}: visual odometry needs at least 2 frames")
     if args.samples < 8:
         raise InputError(f"--samples {args.samples}: need at least 8 correspondences per pair")
+    if args.refine == "none" and (args.refine_intrinsics or args.ba_window != 4):
+        raise InputError("--refine-intrinsics / --ba-window need --refine ba")
+    if args.ba_window < 1:
+        raise InputError(f"--ba-window {args.ba_window}: give at least 1 keyframe")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder; give a folder path")
     seq = open_sequence(args.sequence, intrinsics=args.intrinsics, stereo=args.stereo,
                         max_frames=args.max_frames, fps=args.fps)
     cfg = VOConfig(ransac_backend=args.backend, dis_preset=args.dis_preset, stereo=args.stereo,
+                   refine=args.refine, ba_window=args.ba_window, ba_refine_intrinsics=args.refine_intrinsics,
                    num_samples=args.samples, seed=args.seed, device=_device(args.device))
     flow_fn = depth_fn = None
     if args.flow or args.depth:
@@ -93,7 +105,16 @@ def run(args: argparse.Namespace) -> int:
     if metrics is not None:
         print(f"ATE RMSE ({metrics['align']}-aligned): {metrics['ape_rmse']:.4f} m over {metrics['path_length']:.1f} m "
               f"({100 * metrics['ape_rmse'] / max(metrics['path_length'], 1e-9):.2f} % of the path)")
-    print(f"wrote {out}/poses.txt, poses_tum.txt, frames.csv, run.json, points.npz")
+    if result.mapping is not None:
+        s = result.mapping["summary"]
+        final = s.get("final") or {}
+        print(f"bundle adjustment: {len(s['keyframes'])} keyframes, {s['windows_adjusted']} of {s['windows']} windows "
+              f"adjusted ({1000 * s['ba_seconds'] / max(len(seq) - 1, 1):.0f} ms per frame)"
+              + (f", final adjustment of all keyframes {final.get('seconds', 0):.1f} s" if final.get("adjusted") else ""))
+    written = "poses.txt, poses_tum.txt, frames.csv, run.json, points.npz"
+    if result.mapping is not None:
+        written += ", tracks.npz"
+    print(f"wrote {out}/{written}")
     return 0
 
 
