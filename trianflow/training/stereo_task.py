@@ -532,6 +532,8 @@ def build_stereo_dataset(cfg: TrainConfig, split: str = "train", frames: int = 1
     transform = None
     if train and d.augment:
         transform = default_train_transform(size=None, flip=d.flip, jitter=d.color_jitter, scale_crop=d.scale_crop)
+    if name not in STEREO_DATASETS:
+        raise InputError(f"unknown stereo dataset {d.dataset!r}: set data.dataset to one of {', '.join(STEREO_DATASETS)}")
     if name in ("synthetic", "synthetic_stereo"):
         return _synthetic_stereo(cfg, split, frames, transform)
     if name in ("kitti_raw", "kitti_odometry", "sequence"):
@@ -555,8 +557,8 @@ def build_stereo_dataset(cfg: TrainConfig, split: str = "train", frames: int = 1
         from trianflow.data.stereo_pairs import StereoFolderDataset
 
         base = StereoFolderDataset(d.root, size=size)
-    else:
-        raise InputError(f"unknown stereo dataset {d.dataset!r}: set data.dataset to one of {', '.join(STEREO_DATASETS)}")
+    else:  # pragma: no cover - every name of STEREO_DATASETS is handled above
+        raise AssertionError(name)
     n = len(base)  # type: ignore[arg-type]
     if d.max_samples > 0:
         n = min(n, d.max_samples)
