@@ -20,7 +20,10 @@ Degenerate pairs fall back, and the per-frame ``status`` says which path was tak
 - ``static``: median flow below ``static_flow_px``: identity motion;
 - ``rotation``: parallax after de-rotation below ``min_parallax_px``: rotation-only (t = 0);
 - ``pnp``: E failed (too few inliers): PnP-RANSAC on the previous triangulated points;
-- ``const_vel``: everything failed: constant-velocity guess (previous relative motion).
+- ``const_vel``: everything failed: constant-velocity guess (previous relative motion). A
+  frame without texture (black, blown out, lens cap: grey-level standard deviation below
+  ``min_image_std``) gets this status without being matched; the next textured frame is
+  matched against the last good one, so such gaps are bridged instead of breaking the chain.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class VOConfig:
     seed: int = 0
     device: str = "cpu"
     torch_threads: int = 1  # small-tensor geometry is fastest single-threaded; 0 keeps torch's default
+    min_image_std: float = 2.0  # frames with less grey-level spread are skipped (const_vel, bridged)
     refine: str = "none"  # "none" or "ba": keyframes + sliding-window bundle adjustment (trianflow.mapping)
     ba_window: int = 4  # keyframes adjusted per window (refine="ba"); 10 older ones are held fixed
     ba_refine_intrinsics: bool = False  # refine fx, fy, cx, cy in the adjustment (refine="ba")
@@ -148,6 +152,9 @@ class VisualOdometry:
         self.K = np.asarray(K, dtype=np.float64)
         self.Kt = torch.as_tensor(self.K, dtype=torch.float32, device=self.device).unsqueeze(0)
         self.size = tuple(image_size)
+        if min(self.size[:2]) < 16:  # OpenCV's DIS crashes (SIGSEGV) on frames less than 16 px high
+            raise InputError(f"frames of {self.size[1]}x{self.size[0]} px are too small for visual odometry; "
+                             "use frames of at least 16x16 px")
         preset = resolve_dis_preset(self.cfg.dis_preset, self.size)
         self.flow_fn = flow_fn or DISFlow(preset)
         self.stereo_flow = DISFlow(preset) if (self.cfg.stereo and baseline) else None
@@ -156,6 +163,9 @@ class VisualOdometry:
         self.gen = torch.Generator().manual_seed(self.cfg.seed)
         self.prev_img = None
         self.prev_right = None
+        self.prev_index = -1
+        self._ref_blank = False
+        self._bridge_pose: Optional[np.ndarray] = None
         self.track: Optional[_Track] = None
         self.last_rel = np.eye(4)
         self.last_speed: Optional[float] = None
@@ -178,11 +188,16 @@ class VisualOdometry:
     def step(self, index: int, timestamp: float, image: np.ndarray, image_right: Optional[np.ndarray] = None):
         """Process one frame; returns ``(pose_c2w (4,4), FrameInfo)``."""
         t0 = time.perf_counter()
+        blank = not self._informative(image)
         if self.prev_img is None:
-            self.prev_img, self.prev_right = image, image_right
+            self.prev_img, self.prev_right, self.prev_index, self._ref_blank = image, image_right, index, blank
             if self.mapper is not None:
                 self.mapper.process(index, self.pose_c2w, "first", image)
-            return self.pose_c2w.copy(), FrameInfo(index, timestamp, "first", seconds=time.perf_counter() - t0)
+            return self.pose_c2w.copy(), FrameInfo(index, timestamp, "first", seconds=time.perf_counter() - t0,
+                                                   reason="no texture" if blank else "")
+        if blank or self._ref_blank:
+            return self._bridge(index, timestamp, image, image_right, blank, t0)
+        self._bridge_pose = None
         info = FrameInfo(index, timestamp, "ok")
         fwd, bwd = self.flow_fn(self.prev_img, image)
         t1 = time.perf_counter()
@@ -197,19 +212,52 @@ class VisualOdometry:
             ij = np.clip(np.round(xy).astype(int), 0, [self.size[1] - 1, self.size[0] - 1])
             col = self.prev_img[ij[:, 1], ij[:, 0]] if self.prev_img.ndim == 3 else \
                 np.repeat(self.prev_img[ij[:, 1], ij[:, 0], None], 3, 1)
-            self.points.append((np.full(len(Xw), index - 1, np.int32), Xw.astype(np.float32),
+            self.points.append((np.full(len(Xw), self.prev_index, np.int32), Xw.astype(np.float32),
                                 xy.astype(np.float32), col.astype(np.uint8), xy2.astype(np.float32)))
         self.pose_c2w = self.pose_c2w @ np.linalg.inv(rel)
-        self.last_rel = rel
+        if index == self.prev_index + 1:  # a bridged gap spans several frames: keep the per-frame velocity
+            self.last_rel = rel
         if self.mapper is not None:
             self._refine(index, image, fwd, bwd, info)
-        self.prev_img, self.prev_right = image, image_right
+        self.prev_img, self.prev_right, self.prev_index = image, image_right, index
         info.rot_deg = float(np.degrees(np.arccos(np.clip((np.trace(rel[:3, :3]) - 1) / 2, -1, 1))))
         info.trans = float(np.linalg.norm(rel[:3, 3]))
         info.seconds = time.perf_counter() - t0
         return self.pose_c2w.copy(), info
 
     # -- internals --------------------------------------------------------------------------
+    def _informative(self, image: np.ndarray) -> bool:
+        """Whether ``image`` has enough texture to be matched (grey-level std on a 4x subsample)."""
+        g = image[::4, ::4]
+        if g.ndim == 3:
+            g = g[..., 0] if g.shape[2] >= 1 else g
+        return float(np.std(g)) >= self.cfg.min_image_std
+
+    def _bridge(self, index, timestamp, image, image_right, blank: bool, t0: float):
+        """A frame that cannot be matched: a blank frame gets a constant-velocity pose and the
+        reference (last good frame, its pose and tracked points) is kept for the next one; a
+        good frame after a blank reference becomes the new reference (identity motion)."""
+        info = FrameInfo(index, timestamp, "const_vel")
+        if blank:
+            base = self._bridge_pose if self._bridge_pose is not None else self.pose_c2w
+            self._bridge_pose = base @ np.linalg.inv(self.last_rel)
+            pose = self._bridge_pose
+            info.reason = "no texture (blank or badly exposed frame): bridged with constant velocity"
+            if self.mapper is not None:
+                self.mapper.skip(index, pose)
+        else:  # the reference was blank: start again from here
+            pose = self._bridge_pose if self._bridge_pose is not None else self.pose_c2w
+            self.pose_c2w = pose.copy()
+            self._bridge_pose = None
+            self.track = None
+            self.prev_img, self.prev_right, self.prev_index, self._ref_blank = image, image_right, index, False
+            info.reason = "previous frames had no texture: new reference"
+            if self.mapper is not None:
+                self.mapper.skip(index, pose, new_reference=image)
+        info.trans = float(np.linalg.norm(self.last_rel[:3, 3])) if blank else 0.0
+        info.seconds = time.perf_counter() - t0
+        return pose.copy(), info
+
     def _flow_tensor(self, f: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1))).unsqueeze(0).to(self.device)
 

@@ -221,6 +221,7 @@ def bundle_adjust(K: np.ndarray, image_size, poses_w2c: Dict[int, np.ndarray], p
         poses_w2c: frame -> ``(4,4)`` world-to-camera initial pose, for every observed frame.
         points: ``(P,3)`` initial world points.
         obs_point: ``(O,)`` index into ``points``; obs_frame: ``(O,)``; obs_xy: ``(O,2)`` pixels.
+            Points with fewer than two observations are left out (returned unchanged).
         constant_frames: frames whose pose is held fixed (fix at least two for a monocular
             problem: they set the gauge and the scale).
         options: :class:`BAOptions`.
@@ -256,7 +257,7 @@ def bundle_adjust(K: np.ndarray, image_size, poses_w2c: Dict[int, np.ndarray], p
     TE = pycolmap.TrackElement
     for j in range(len(points)):
         rows = by_point[starts[j]:starts[j + 1]]
-        if len(rows) == 0:
+        if len(rows) < 2:  # a single observation constrains nothing (and pycolmap refuses it)
             continue
         track = pycolmap.Track([TE(image_id[int(obs_frame[r])], int(p2d_idx[r])) for r in rows])
         pid[j] = rec.add_point3D(points[j], track)
@@ -326,6 +327,8 @@ class MapperConfig:
     fixed_window: int = 10
     max_points: int = 2000  # points per window (longest tracks first)
     min_points: int = 30  # fewer: skip the adjustment
+    min_link: int = 20  # a keyframe sharing fewer tracks with the previous one starts a new segment
+    min_keyframe_observations: int = 15  # a keyframe seeing fewer adjusted points keeps its pose
     min_tri_angle_deg: float = 0.5
     max_reproj_px: float = 2.0  # observations above this after an adjustment are dropped
     track_fb_px: float = 1.0
@@ -366,6 +369,11 @@ class LocalMapper:
     identity, the first pair's translation = unit length); later windows hold the
     ``fixed_window`` keyframes before the adjusted ones, whose poses carry the scale of the
     earlier windows, so the monocular scale stays continuous.
+
+    Segments: a keyframe that shares fewer than ``min_link`` tracks with the previous one (the
+    tracks were lost: a cut, a dropped stretch, a blurred or rotation-only segment) starts a new
+    segment. Windows never reach across segments; the first two keyframes of a segment hold
+    its gauge, and its scale is the one the VO carried over the gap.
     """
 
     def __init__(self, K: np.ndarray, image_size, config: Optional[MapperConfig] = None):
@@ -385,6 +393,7 @@ class LocalMapper:
         self.rgb = np.zeros((0, 3), np.uint8)
         self.has_rgb = np.zeros(0, bool)
         self.bad: Dict[int, np.ndarray] = {}  # keyframe -> (M,) observation rejected
+        self.segment_starts: List[int] = []  # keyframe list positions where a segment starts
         self.stats: List[dict] = []
         self.final_stat: Optional[dict] = None
         self.ba_seconds = 0.0
@@ -433,13 +442,23 @@ class LocalMapper:
         self._kf_image = image
         prev_pose = self.last_keyframe_pose
         vo_rel = np.eye(4) if prev_pose is None else np.linalg.inv(prev_pose) @ pose_c2w
+        if not self.keyframes:
+            self.segment_starts.append(0)
+        else:
+            prev = self.keyframes[-1]
+            link = np.intersect1d(prev.obs_ids[~self.bad[prev.frame]], obs.track).size
+            if link < self.cfg.min_link:
+                self.segment_starts.append(len(self.keyframes))
+                log.info("keyframe %d shares %d tracks with keyframe %d: new segment", index, link, prev.frame)
         self.keyframes.append(_Keyframe(index, obs.track, obs.xy, vo_rel))
         self.bad[index] = np.zeros(len(obs.track), bool)
         self.kf_poses[index] = pose_c2w.copy()
         self.kf_reason[index] = reason
-        free = self.keyframes[-self.cfg.window:]
-        n_old = len(self.keyframes) - len(free)
-        fixed = self.keyframes[max(0, n_old - self.cfg.fixed_window):n_old]
+        seg = self.segment_starts[-1]
+        n = len(self.keyframes)
+        first_free = max(seg, n - self.cfg.window)
+        free = self.keyframes[first_free:]
+        fixed = self.keyframes[max(seg, first_free - self.cfg.fixed_window):first_free]
         stat = self._adjust(free, fixed, self.cfg.max_points, self.cfg.ba)
         self.stats.append(stat)
         refined = self.kf_poses[index]
@@ -448,9 +467,26 @@ class LocalMapper:
         self.frame_ref[index] = (index, np.eye(4))
         return refined.copy()
 
+    def skip(self, index: int, pose_c2w: np.ndarray, new_reference: Optional[np.ndarray] = None) -> None:
+        """Frame ``index`` was not matched by the VO (no texture): keep its pose ``(4,4)`` c2w
+        relative to the last keyframe, without tracking (the next frame is matched against the
+        last good one). ``new_reference (H,W,3)``: the VO restarts from this image (the frames
+        before it had no texture): the active tracks are dropped and tracking restarts here."""
+        if new_reference is not None:
+            self.tracks.ids = np.zeros(0, np.int64)
+            self.tracks.xy = np.zeros((0, 2))
+            if self.cfg.track_refine:
+                from trianflow.flow_backends import to_gray
+
+                self._prev_gray = to_gray(new_reference)
+        if self.keyframes:
+            self.frame_ref[index] = (self.keyframes[-1].frame,
+                                     np.linalg.inv(self.last_keyframe_pose) @ np.asarray(pose_c2w, dtype=np.float64))
+
     def finish(self) -> Optional[dict]:
-        """Final adjustment of all keyframes (the first two held constant) when
-        ``config.final_ba`` and there are at most ``final_max_keyframes``; returns its stats."""
+        """Final adjustment of all keyframes, segment by segment (the first two keyframes of each
+        held constant), when ``config.final_ba`` and there are at most ``final_max_keyframes``;
+        returns its stats (summed over segments)."""
         cfg = self.cfg
         if not cfg.final_ba or len(self.keyframes) < 3:
             return None
@@ -458,8 +494,22 @@ class LocalMapper:
             self.final_stat = {"adjusted": False, "skipped": f"more than {cfg.final_max_keyframes} keyframes"}
             return self.final_stat
         opts = BAOptions(**{**cfg.ba.__dict__, "max_iterations": cfg.final_max_iterations})
-        self.final_stat = self._adjust(self.keyframes[2:], self.keyframes[:2], None, opts)
-        return self.final_stat
+        bounds = self.segment_starts + [len(self.keyframes)]
+        total = {"adjusted": False, "segments": 0, "points": 0, "observations": 0, "seconds": 0.0, "iterations": 0,
+                 "outliers": 0}
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            kfs = self.keyframes[a:b]
+            if len(kfs) < 3:
+                continue
+            st = self._adjust(kfs[2:], kfs[:2], None, opts)
+            if st.get("adjusted"):
+                total["adjusted"] = True
+                total["segments"] += 1
+                for k in ("points", "observations", "seconds", "iterations", "outliers"):
+                    total[k] += st.get(k, 0)
+                total["mean_error_px"] = st.get("mean_error_px")
+        self.final_stat = total
+        return total
 
     def is_keyframe(self, index: int) -> bool:
         """Whether frame ``index`` was made a keyframe."""
@@ -571,6 +621,24 @@ class LocalMapper:
         local[keep_pt] = np.arange(int(keep_pt.sum()))
         o_pt, o_fr, o_xy = local[inv[sel]], obs.frame[sel], obs.xy[sel]
         pts0 = xyz[keep_pt]
+        # keyframes that see too few of these points cannot be adjusted (nor hold anything)
+        seen = {k.frame: int((o_fr == k.frame).sum()) for k in kfs}
+        weak = {f for f, c in seen.items() if c < cfg.min_keyframe_observations}
+        if weak:
+            free = [k for k in free if k.frame not in weak]
+            fixed = [k for k in fixed if k.frame not in weak]
+            kfs = fixed + free
+            m = ~np.isin(o_fr, list(weak))
+            o_pt, o_fr, o_xy = o_pt[m], o_fr[m], o_xy[m]
+            stat["weak_keyframes"] = sorted(weak)
+            if not free or len(fixed) < 2:
+                stat["skipped"] = "keyframes see too few points"
+                return stat
+            # points left with a single observation carry no information
+            cnt = np.bincount(o_pt, minlength=len(pts0))
+            m = cnt[o_pt] >= 2
+            o_pt, o_fr, o_xy = o_pt[m], o_fr[m], o_xy[m]
+            poses_w2c = {k.frame: poses_w2c[k.frame] for k in kfs}
         stat["observations"] = int(len(o_pt))
         try:
             res = bundle_adjust(self.K, self.size, poses_w2c, pts0, o_pt, o_fr, o_xy,
@@ -602,11 +670,11 @@ class LocalMapper:
         bad_obs = res.errors > cfg.max_reproj_px
         stat["outliers"] = int(bad_obs.sum())
         stat["mean_error_px"] = float(np.mean(res.errors[~bad_obs])) if (~bad_obs).any() else float("nan")
-        good_count = np.bincount(o_pt[~bad_obs], minlength=len(pts0))
-        pts_ok = good_count >= 2
+        in_problem = np.bincount(o_pt, minlength=len(pts0)) > 0
+        pts_ok = np.bincount(o_pt[~bad_obs], minlength=len(pts0)) >= 2
         gid = ids[keep_pt]
-        self.xyz[gid[pts_ok]] = res.points[pts_ok]
-        self.xyz[gid[~pts_ok]] = np.nan
+        self.xyz[gid[in_problem & pts_ok]] = res.points[in_problem & pts_ok]
+        self.xyz[gid[in_problem & ~pts_ok]] = np.nan
         if bad_obs.any():
             bad_ids = gid[o_pt[bad_obs]]
             bad_fr = o_fr[bad_obs]

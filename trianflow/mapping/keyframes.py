@@ -9,7 +9,9 @@ keyframe to triangulate, or when the two-view geometry starts to degrade:
   ``min_parallax_px``;
 - **inlier ratio**: the current pair's essential-matrix inliers / matches fell below
   ``min_inlier_ratio`` (blur, exposure change, moving objects) and there is some parallax;
-- **track loss**: fewer than ``min_track_ratio`` of the last keyframe's tracks are still alive;
+- **track loss**: fewer than ``min_track_ratio`` of the last keyframe's tracks are still alive
+  (also without parallax: new tracks must start before the old ones are all gone, e.g. after
+  a cut, a rotation or a dropped stretch of video);
 - **interval**: ``max_interval`` frames since the last keyframe (with some parallax).
 
 Frames whose pose was not solved from the images (``static``, ``rotation`` and ``const_vel``
@@ -37,7 +39,7 @@ class KeyframePolicy:
     min_inlier_ratio: float = 0.6
     min_track_ratio: float = 0.5
     max_interval: int = 8
-    min_parallax_any_px: float = 2.0  # the inlier/track/interval rules need at least this parallax
+    min_parallax_any_px: float = 2.0  # the inlier and interval rules need at least this parallax
 
 
 def derotated_parallax(xy_kf: np.ndarray, xy_cur: np.ndarray, K: np.ndarray, R_cur_from_kf: np.ndarray) -> np.ndarray:
@@ -116,12 +118,12 @@ class KeyframeSelector:
             return False, "status"
         if parallax_px >= p.min_parallax_px:
             return True, "parallax"
+        if track_ratio < p.min_track_ratio:
+            return True, "tracks"
         if parallax_px < p.min_parallax_any_px:
             return False, ""
         if inlier_ratio < p.min_inlier_ratio:
             return True, "inliers"
-        if track_ratio < p.min_track_ratio:
-            return True, "tracks"
         if frame - self.last_frame >= p.max_interval:
             return True, "interval"
         return False, ""

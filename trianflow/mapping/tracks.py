@@ -26,7 +26,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ["bilinear_sample", "TrackObservations", "FlowTracks"]
+__all__ = ["match_brightness", "bilinear_sample", "TrackObservations", "FlowTracks"]
 
 
 def bilinear_sample(field: np.ndarray, xy: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -54,6 +54,17 @@ def bilinear_sample(field: np.ndarray, xy: np.ndarray) -> Tuple[np.ndarray, np.n
     v = (f[y0, x0] * (1 - ax) * (1 - ay) + f[y0, x1] * ax * (1 - ay) + f[y1, x0] * (1 - ax) * ay
          + f[y1, x1] * ax * ay)
     return v.astype(np.float64), inside
+
+
+def match_brightness(img: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``img (H,W)`` uint8 with its mean and standard deviation mapped onto those of ``ref``
+    (a global gain and offset, so that Lucas-Kanade survives an exposure change)."""
+    m1, s1 = float(img.mean()), float(img.std())
+    m0, s0 = float(ref.mean()), float(ref.std())
+    if s1 < 1e-6 or abs(m1 - m0) < 2.0 and abs(s1 - s0) < 0.02 * max(s0, 1.0):
+        return img
+    out = (img.astype(np.float32) - m1) * (s0 / s1) + m0
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 @dataclass
@@ -151,6 +162,7 @@ class FlowTracks:
         returns ``(refined x2 (M,2), ok (M,))``."""
         import cv2
 
+        gray2 = match_brightness(gray2, gray1)
         crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.01)
         win = (self.lk_window, self.lk_window)
         p1 = np.ascontiguousarray(x1, dtype=np.float32).reshape(-1, 1, 2)
