@@ -534,7 +534,7 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
     if vo.mapper is not None:
         t_fin = time.perf_counter()
         vo.mapper.finish()
-        poses = vo.mapper.final_poses(poses)
+        poses = _orthonormalize(vo.mapper.final_poses(poses))
         mapping = {"summary": vo.mapper.summary(), "map": vo.mapper.map_points()}
         K = vo.mapper.K.copy()
         total += time.perf_counter() - t_fin

@@ -306,12 +306,23 @@ def _correspondence_figure(data: ReportData, i: int, image: np.ndarray, max_line
     return fig
 
 
+FRAME_CAPTION = ("Top: the inlier correspondences of the frame (lines to the matched pixel in the next frame). "
+                 "Bottom: the sparse triangulated depth of those points, in trajectory units (the run has no "
+                 "depth network, so no dense predicted depth is available).")
+
+
 def render_figures(data: ReportData) -> List[tuple]:
-    """All report figures as ``(name, title, png bytes)``, in page order."""
-    out = [("trajectory", "Trajectory", _fig_png(_trajectory_figure(data))),
-           ("frames", "Per-frame correspondences and timing", _fig_png(_frames_figure(data)))]
+    """All report figures as ``(name, title, png bytes, caption)``, in page order."""
+    traj_caption = ("Left: top view of the estimate (aligned to ground truth) coloured by its absolute position "
+                    "error; right: the error along the ground-truth path." if data.metrics is not None else
+                    "Top view of the estimated trajectory (no ground truth).")
+    frames_caption = ("Matches, essential-matrix inliers and triangulated points per frame; frames the VO could "
+                      "not solve from the images (pnp, const_vel) and degenerate ones (static, rotation) are "
+                      "marked, keyframes are ticked. Below: time per frame.")
+    out = [("trajectory", "Trajectory", _fig_png(_trajectory_figure(data)), traj_caption),
+           ("frames", "Per-frame correspondences and timing", _fig_png(_frames_figure(data)), frames_caption)]
     for i, img in data.frames:
-        out.append((f"frame_{i:06d}", f"Frame {i}", _fig_png(_correspondence_figure(data, i, img))))
+        out.append((f"frame_{i:06d}", f"Frame {i}", _fig_png(_correspondence_figure(data, i, img)), FRAME_CAPTION))
     return out
 
 
@@ -389,9 +400,9 @@ def write_html_report(data: ReportData, out_path: PathLike) -> Path:
     for k, v in _rows(data):
         parts.append(f"<tr><td>{esc(k)}</td><td>{esc(str(v))}</td></tr>")
     parts.append("</table>")
-    for name, heading, png in figs:
+    for name, heading, png, caption in figs:
         b64 = base64.b64encode(png).decode("ascii")
-        parts.append(f"<h2>{esc(heading)}</h2><img id='{esc(name)}' alt='{esc(heading)}' "
+        parts.append(f"<h2>{esc(heading)}</h2><p>{esc(caption)}</p><img id='{esc(name)}' alt='{esc(heading)}' "
                      f"src='data:image/png;base64,{b64}'>")
     parts.append("</body></html>")
     write_text(out_path, "\n".join(parts) + "\n")
@@ -405,7 +416,7 @@ def write_png_report(data: ReportData, out_dir: PathLike) -> List[Path]:
         raise InputError(f"--out {out_dir}: exists and is not a folder; the PNG report is a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, _, png in render_figures(data):
+    for name, _, png, _ in render_figures(data):
         p = out_dir / f"{name}.png"
         with atomic_path(p) as tmp:
             tmp.write_bytes(png)
