@@ -122,6 +122,10 @@ def test_dataset_and_model_config_errors():
         build_stereo_dataset(cfg_with("data.dataset=nope"))
     with pytest.raises(InputError, match="data.root"):
         build_stereo_dataset(cfg_with("data.dataset=kitti_stereo"))
+    with pytest.raises(InputError, match="synthetic sequences are"):
+        build_stereo_dataset(cfg_with("data.dataset=synthetic_stereo", "data.sequences=[spiral:0:4]"))
+    with pytest.raises(InputError, match="synthetic sequences are"):
+        build_stereo_dataset(cfg_with("data.dataset=synthetic_stereo", "data.sequences=[straight:x]"))
     with pytest.raises(InputError, match="temporal neighbours"):
         build_stereo_dataset(cfg_with("data.dataset=middlebury"), frames=2)
     with pytest.raises(InputError, match="stereo DepthNet"):
@@ -326,7 +330,7 @@ def test_stereo_task_trains_two_steps_on_a_stereo_folder(tmp_path):
 
 def test_stereo_mono_task_trains_two_steps_on_synthetic(tmp_path):
     cfg = cfg_with("train.task=stereo_mono", "train.stage=flow", "data.dataset=synthetic_stereo",
-                   "data.sequences=[forward_turn:0:4]", "data.size=[64,192]", "data.batch_size=2",
+                   "data.sequences=[forward_turn:0:4:0.5]", "data.size=[64,192]", "data.batch_size=2",
                    "data.num_workers=0", "data.pin_memory=false", "train.steps=2", "train.log_every=1",
                    "train.image_every=0", "train.device=cpu", f"train.out_dir={tmp_path / 'run'}")
     tr = Trainer.from_config(cfg)

@@ -459,16 +459,18 @@ def _parse_synthetic_spec(spec: str):
     from trianflow.data.synthetic import TRAJECTORY_KINDS
 
     parts = str(spec).split(":")
+    usage = ("synthetic sequences are '<kind>[:<seed>[:<frames>[:<metres per frame>]]]' with kind one of "
+             f"{', '.join(TRAJECTORY_KINDS)}, e.g. 'forward_turn:0:40'")
     try:
         kind = parts[0] or "forward_turn"
         seed = int(parts[1]) if len(parts) > 1 and parts[1] else 0
         n = int(parts[2]) if len(parts) > 2 and parts[2] else 40
+        step = float(parts[3]) if len(parts) > 3 and parts[3] else 1.0
     except ValueError:
-        kind = ""
-    if kind not in TRAJECTORY_KINDS or len(parts) > 3:
-        raise InputError(f"data.sequences entry {spec!r}: synthetic sequences are '<kind>[:<seed>[:<frames>]]' with "
-                         f"kind one of {', '.join(TRAJECTORY_KINDS)}, e.g. 'forward_turn:0:40'")
-    return kind, seed, n
+        raise InputError(f"data.sequences entry {spec!r}: {usage}") from None
+    if kind not in TRAJECTORY_KINDS or len(parts) > 4 or not step > 0:
+        raise InputError(f"data.sequences entry {spec!r}: {usage}")
+    return kind, seed, n, step
 
 
 def _synthetic_stereo(cfg: TrainConfig, split: str, frames: int, transform) -> Dataset:
@@ -480,11 +482,11 @@ def _synthetic_stereo(cfg: TrainConfig, split: str, frames: int, transform) -> D
     size = (int(d.size[0]), int(d.size[1]))
     parts = []
     for spec in list(d.sequences) or ["forward_turn:0:40"]:
-        kind, seed, n = _parse_synthetic_spec(spec)
+        kind, seed, n, step = _parse_synthetic_spec(spec)
         if split != "train":
             seed += 1000
         parts.append(SyntheticDataset(n_frames=n, size=size, kind=kind, seed=seed, baseline=SYNTHETIC_BASELINE,
-                                      frames=max(2, int(frames)), stride=d.stride, transform=transform))
+                                      frames=max(2, int(frames)), stride=d.stride, step=step, transform=transform))
     ds: Dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
     if d.max_samples > 0 and len(ds) > d.max_samples:  # type: ignore[arg-type]
         ds = Subset(ds, range(d.max_samples))
@@ -500,8 +502,8 @@ def build_stereo_dataset(cfg: TrainConfig, split: str = "train", frames: int = 1
     * ``synthetic`` (alias ``synthetic_stereo``): rendered stereo sequences
       (:class:`~trianflow.data.synthetic.SyntheticDataset`, baseline :data:`SYNTHETIC_BASELINE`,
       at least 2 frames per sample) named by ``data.sequences`` entries
-      ``"<kind>[:<seed>[:<frames>]]"`` as in the trianflow task (default ``forward_turn:0:40``;
-      other splits add 1000 to the seed);
+      ``"<kind>[:<seed>[:<frames>[:<metres per frame>]]]"`` as in the trianflow task (default
+      ``forward_turn:0:40``, 1 m per frame; other splits add 1000 to the seed);
     * ``kitti_stereo``: :class:`~trianflow.data.stereo_pairs.KittiStereoDataset` (``training``
       split, year detected from the layout, resized to ``data.size``);
     * ``stereo_folder``: :class:`~trianflow.data.stereo_pairs.StereoFolderDataset` of
