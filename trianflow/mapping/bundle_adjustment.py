@@ -182,7 +182,7 @@ class BAOptions:
 
     loss: str = "cauchy"
     loss_scale_px: float = 1.0
-    max_iterations: int = 10
+    max_iterations: int = 6
     function_tolerance: float = 1e-6
     gradient_tolerance: float = 1e-8
     parameter_tolerance: float = 1e-8
@@ -325,7 +325,7 @@ class MapperConfig:
 
     window: int = 4
     fixed_window: int = 10
-    max_points: int = 2000  # points per window (longest tracks first)
+    max_points: int = 1200  # points per window (longest tracks first)
     min_points: int = 30  # fewer: skip the adjustment
     min_link: int = 20  # a keyframe sharing fewer tracks with the previous one starts a new segment
     min_keyframe_observations: int = 15  # a keyframe seeing fewer adjusted points keeps its pose
