@@ -24,6 +24,12 @@ Degenerate pairs fall back, and the per-frame ``status`` says which path was tak
   frame without texture (black, blown out, lens cap: grey-level standard deviation below
   ``min_image_std``) gets this status without being matched; the next textured frame is
   matched against the last good one, so such gaps are bridged instead of breaking the chain.
+
+``refine="ba"`` adds keyframes and a sliding-window bundle adjustment with pycolmap
+(:class:`trianflow.mapping.LocalMapper`): at every keyframe the VO continues from the adjusted
+pose and chains its scale from the adjusted points; :attr:`VOResult.mapping` holds the map
+(points with their keyframe observations) and the adjustment summary. Without it, nothing of
+the mapping runs and the loop is exactly the plain VO.
 """
 
 from __future__ import annotations

@@ -6,14 +6,21 @@ Three layers:
   observations and known poses, with parallax-angle, cheirality and reprojection checks;
 - :func:`bundle_adjust`: one pycolmap (Ceres) bundle adjustment of given poses, points and
   observations, some poses held constant, intrinsics fixed (default) or refined, robust loss;
-- :class:`LocalMapper`: the VO's ``--refine ba`` back end. It follows points through the flow
-  (:class:`~trianflow.mapping.tracks.FlowTracks`), picks keyframes
+- :class:`LocalMapper`: the VO's ``--refine ba`` back end. It follows corners through the flow
+  (:class:`~trianflow.mapping.tracks.FlowTracks`, Lucas-Kanade refined), picks keyframes
   (:class:`~trianflow.mapping.keyframes.KeyframeSelector`) and, at every keyframe, adjusts the
-  last ``window`` keyframes and the points they see. The two oldest keyframes of the window
-  are held constant: in the first window they are the first two keyframes of the run (gauge:
-  frame 0 = identity, scale = the first pair's unit translation) and later they carry the
-  scale of the previous windows, so the monocular scale stays continuous. Non-keyframe poses
-  are re-attached to their keyframes at the end (:meth:`LocalMapper.final_poses`).
+  newest ``window`` keyframes and the points they see, with the ``fixed_window`` keyframes
+  before them held constant but kept with their observations (they anchor the points, hence
+  the monocular scale, to what earlier windows estimated). The very first windows hold the
+  first two keyframes of the run constant (gauge: frame 0 = identity, scale = the first pair's
+  unit translation). The VO continues from each adjusted keyframe and chains its scale from
+  the adjusted points, so one scale runs through the whole trajectory. After the last frame
+  all keyframes are adjusted together once (``final_ba``, bounded by ``final_max_keyframes``),
+  and non-keyframe poses are re-attached to their keyframes (:meth:`LocalMapper.final_poses`).
+
+Cost on the 2-core CPU (KITTI, 1226x370, about every frame a keyframe): ~15 ms Lucas-Kanade and
+~5 ms corners per frame, ~70 ms per window adjustment (1200 points, 14 keyframes, 6 Ceres
+iterations), ~3 s for the final adjustment of 50 keyframes.
 
 Poses: the public API speaks camera-to-world ``(4,4)`` (like :mod:`trianflow.odometry`),
 pycolmap speaks ``cam_from_world``. Pixels: ours have centres at integers, COLMAP's at +0.5;
