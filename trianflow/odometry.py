@@ -186,7 +186,8 @@ class VisualOdometry:
         if self.cfg.refine == "ba":
             from trianflow.mapping.bundle_adjustment import BAOptions, LocalMapper, MapperConfig
 
-            mcfg = MapperConfig(window=self.cfg.ba_window, ba=BAOptions(refine_intrinsics=self.cfg.ba_refine_intrinsics))
+            mcfg = MapperConfig(window=self.cfg.ba_window,
+                                ba=BAOptions(refine_intrinsics=self.cfg.ba_refine_intrinsics))
             self.mapper = LocalMapper(self.K, self.size, mcfg)
         self._candidates = None
 

@@ -43,7 +43,8 @@ PathLike = Union[str, os.PathLike]
 UNSOLVED = ("pnp", "const_vel")
 NOT_TRANSLATED = ("static", "rotation")
 
-__all__ = ["ground_plane_axes", "ReportData", "collect_report", "render_figures", "write_html_report", "write_png_report", "make_report"]
+__all__ = ["ground_plane_axes", "ReportData", "collect_report", "render_figures", "write_html_report",
+           "write_png_report", "make_report"]
 
 
 @dataclass
@@ -374,7 +375,8 @@ def _rows(data: ReportData) -> List[tuple]:
                      + (f"; final adjustment {final.get('points', 0)} points, {final.get('seconds', 0):.1f} s"
                         if final.get("adjusted") else "")))
     if run.tracks is not None:
-        rows.append(("map (tracks.npz)", f"{len(run.tracks['xyz'])} points, {len(run.tracks['obs_point'])} observations"))
+        rows.append(("map (tracks.npz)",
+                     f"{len(run.tracks['xyz'])} points, {len(run.tracks['obs_point'])} observations"))
     elif run.points is not None:
         rows.append(("points (points.npz)", f"{len(run.points['xyz'])} triangulated pair points"))
     return rows

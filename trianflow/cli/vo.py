@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         final = s.get("final") or {}
         print(f"bundle adjustment: {len(s['keyframes'])} keyframes, {s['windows_adjusted']} of {s['windows']} windows "
               f"adjusted ({1000 * s['ba_seconds'] / max(len(seq) - 1, 1):.0f} ms per frame)"
-              + (f", final adjustment of all keyframes {final.get('seconds', 0):.1f} s" if final.get("adjusted") else ""))
+              + (f", final adjustment of all keyframes {final.get('seconds', 0):.1f} s"
+                 if final.get("adjusted") else ""))
     written = "poses.txt, poses_tum.txt, frames.csv, run.json, points.npz"
     if result.mapping is not None:
         written += ", tracks.npz"
