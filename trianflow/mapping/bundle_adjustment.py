@@ -340,6 +340,7 @@ class MapperConfig:
     max_reproj_px: float = 2.0  # observations above this after an adjustment are dropped
     track_fb_px: float = 1.0
     track_refine: bool = True  # Lucas-Kanade refinement of the flow's track prediction
+    track_lk_levels: int = 1  # its pyramid levels above full resolution
     track_cell_px: int = 12
     seed: str = "corners"  # where tracks start: "corners" (Shi-Tomasi in the keyframe) or "inliers" (VO matches)
     max_corners: int = 3000
@@ -390,7 +391,8 @@ class LocalMapper:
         self.K = np.asarray(K, dtype=np.float64).copy()
         self.K0 = self.K.copy()
         self.size = (int(image_size[0]), int(image_size[1]))
-        self.tracks = FlowTracks(self.size, max_fb_px=self.cfg.track_fb_px, cell_px=self.cfg.track_cell_px)
+        self.tracks = FlowTracks(self.size, max_fb_px=self.cfg.track_fb_px, cell_px=self.cfg.track_cell_px,
+                                 lk_levels=self.cfg.track_lk_levels)
         self.selector = KeyframeSelector(self.K, self.cfg.keyframes)
         self.keyframes: List[_Keyframe] = []
         self.kf_poses: Dict[int, np.ndarray] = {}  # frame -> (4,4) c2w, latest estimate

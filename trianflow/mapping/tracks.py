@@ -105,15 +105,18 @@ class FlowTracks:
         lk_fb_px: forward-backward limit of the refined positions.
         lk_max_shift_px: drop a track whose refinement moves it further than this from the
             flow's prediction.
+        lk_levels: pyramid levels above full resolution for Lucas-Kanade (0 = full resolution only).
 
     State: ``ids (M,)`` and ``xy (M,2)`` of the active tracks in the last frame seen; all
     recorded observations (:meth:`observations`).
     """
 
     def __init__(self, image_size, max_fb_px: float = 1.0, border: float = 2.0, cell_px: int = 16,
-                 lk_window: int = 15, lk_fb_px: float = 0.5, lk_max_shift_px: float = 3.0):
+                 lk_window: int = 15, lk_fb_px: float = 0.5, lk_max_shift_px: float = 3.0,
+                 lk_levels: int = 1):
         self.h, self.w = int(image_size[0]), int(image_size[1])
         self.lk_window = int(lk_window)
+        self.lk_levels = int(lk_levels)
         self.lk_fb_px = float(lk_fb_px)
         self.lk_max_shift_px = float(lk_max_shift_px)
         self.max_fb_px = float(max_fb_px)
@@ -167,9 +170,10 @@ class FlowTracks:
         win = (self.lk_window, self.lk_window)
         p1 = np.ascontiguousarray(x1, dtype=np.float32).reshape(-1, 1, 2)
         p2 = np.ascontiguousarray(np.nan_to_num(x2), dtype=np.float32).reshape(-1, 1, 2)
-        q2, st, _ = cv2.calcOpticalFlowPyrLK(gray1, gray2, p1, p2.copy(), winSize=win, maxLevel=1, criteria=crit,
+        lv = self.lk_levels
+        q2, st, _ = cv2.calcOpticalFlowPyrLK(gray1, gray2, p1, p2.copy(), winSize=win, maxLevel=lv, criteria=crit,
                                              flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
-        q1, st2, _ = cv2.calcOpticalFlowPyrLK(gray2, gray1, q2, p1.copy(), winSize=win, maxLevel=1, criteria=crit,
+        q1, st2, _ = cv2.calcOpticalFlowPyrLK(gray2, gray1, q2, p1.copy(), winSize=win, maxLevel=lv, criteria=crit,
                                               flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
         q2 = q2.reshape(-1, 2).astype(np.float64)
         back = np.linalg.norm(q1.reshape(-1, 2) - p1.reshape(-1, 2), axis=1)
