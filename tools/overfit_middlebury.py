@@ -21,9 +21,10 @@ Prints ONE JSON line: the curve (``[step, median_px, mean_px, elapsed_s]`` rows)
 goal (median < ``--goal`` px, default 2) was met. ``--plot out.png`` writes the curve and the
 disparity maps.
 
-Example::
+Example (``--threads 1`` is faster than 2 threads on a busy 2-core machine)::
 
-    python tools/overfit_middlebury.py --time-limit 300 --plot /tmp/overfit.png
+    python tools/overfit_middlebury.py --threads 1 --plot /tmp/overfit.png
+    python tools/overfit_middlebury.py --scale 1.0 --steps 200 --eval-every 25   # 741x500
 """
 
 from __future__ import annotations
