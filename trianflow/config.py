@@ -293,6 +293,12 @@ def _coerce(value: Any, tp, key: str, source: str) -> Any:
         inner = [a for a in args if a is not _NONE_TYPE]
         return _coerce(value, inner[0], key, source)
     if origin is Literal:
+        # YAML reads a bare off/on/no/yes as a boolean: map it back when the choices are strings
+        if isinstance(value, bool) and all(isinstance(a, str) for a in args):
+            for word in (("off", "no", "false") if not value else ("on", "yes", "true")):
+                if word in args:
+                    value = word
+                    break
         if value not in args:
             raise bad()
         return value
