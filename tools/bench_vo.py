@@ -11,7 +11,9 @@ Prints ONE JSON line. Modes (``--modes``, comma separated):
   intrinsics; ATE over the frames it registered (reported), seconds.
 
 Usage: python tools/bench_vo.py [SEQUENCE] [--max-frames N] [--modes plain,pycolmap]
-SEQUENCE defaults to ../shared/data/kitti_odom_straight (relative to the repository root).
+SEQUENCE defaults to ../shared/data/kitti_odom_straight (relative to the repository root); the word
+``synthetic`` renders the built-in synthetic scene (40 frames at 192x640, exact ground truth). With ground truth
+the output also holds the per-pair rotation error (deg/frame) and translation-direction error (deg).
 """
 
 from __future__ import annotations
@@ -77,7 +79,12 @@ def bench_trianflow(seq, mode, args):
     if mode == "network" and torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(0)
     if seq.gt_poses is not None:
+        from trianflow.evaluation.relative import relative_pose_errors
+
         out.update(ate(res.poses, seq.gt_poses[: len(res.poses)]))
+        rel = relative_pose_errors(res.poses, seq.gt_poses[: len(res.poses)])
+        out.update({k: rel[k] for k in ("rot_err_deg_mean", "rot_err_deg_max", "trans_dir_err_deg_median",
+                                        "trans_dir_err_deg_max") if k in rel})
     return out
 
 
@@ -171,7 +178,13 @@ def main(argv=None):
 
     from trianflow.data import open_sequence
 
-    seq = open_sequence(args.sequence, intrinsics=args.intrinsics, max_frames=args.max_frames)
+    if args.sequence == "synthetic":
+        from trianflow.data.synthetic import synthetic_sequence
+
+        seq = synthetic_sequence(n_frames=args.max_frames or 40)
+        seq.render_all()
+    else:
+        seq = open_sequence(args.sequence, intrinsics=args.intrinsics, max_frames=args.max_frames)
     result = {
         "sequence": str(args.sequence),
         "frames": len(seq),
