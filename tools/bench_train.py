@@ -9,6 +9,7 @@ setting, 832x256 with batch 8.
     python tools/bench_train.py                                  # CUDA with bf16 AMP when available
     python tools/bench_train.py --device cpu --batch 2 --steps 2 # a quick CPU number
     python tools/bench_train.py --device cuda --amp fp16 --stages joint
+    python tools/bench_train.py --device cpu --batch 2 --steps 1 --stereo   # + the stereo recipes
 
 Output keys: ``device``, ``gpu``, ``amp``, ``size``, ``batch``, ``steps``, ``torch``, and per stage
 ``<stage>: {"images_per_s", "step_ms", "peak_mem_mb", "n_valid"}`` (``n_valid``: samples whose
@@ -132,6 +133,10 @@ def main(argv=None) -> int:
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--corr", choices=("loop", "unfold"), default=None, help="FlowNet cost-volume method")
+    ap.add_argument("--stereo", nargs="*", default=None, metavar="RECIPE",
+                    help="also time the stereo recipes (default when given without names: stereo_monodepth "
+                    "stereo_m3depth kitti_stereo_mono) with tools/bench_train_stereo.py's batch; results under "
+                    "'stereo/<recipe>'")
     args = ap.parse_args(argv)
     try:
         from trianflow.inference import resolve_device
@@ -155,10 +160,17 @@ def main(argv=None) -> int:
            "torch": torch.__version__, "threads": torch.get_num_threads(), "corr": args.corr or "loop"}
     for stage in args.stages:
         out[stage] = bench_stage(stage, batch, device, amp, steps, warmup, args.channels_last, args.corr)
-    for stage in args.stages:  # keep the per-stage numbers finite for JSON consumers
-        v = out[stage]["images_per_s"]
-        if not math.isfinite(v):
-            out[stage]["images_per_s"] = None
+    if args.stereo is not None:
+        import bench_train_stereo as bts  # tools/ is on sys.path when run as a script
+
+        recipes = args.stereo or list(bts.RECIPES)
+        sbatch = bts.make_batch(args.size, args.batch, device)
+        for recipe in recipes:
+            stage = "joint" if recipe == "kitti_stereo_mono" else "flow"
+            out[f"stereo/{recipe}"] = bts.bench_recipe(recipe, stage, sbatch, device, amp, steps, warmup)
+    for key, val in out.items():  # keep the per-stage numbers finite for JSON consumers
+        if isinstance(val, dict) and "images_per_s" in val and not math.isfinite(val["images_per_s"]):
+            val["images_per_s"] = None
     print(json.dumps(out))
     return 0
 
