@@ -51,6 +51,7 @@ def test_synthetic_recipe_learns_flow_then_depth(tmp_path):
         rel0 = evaluate_against_gt(data, depth_net=trainer.models["depth"])["abs_rel"]
         summary = trainer.run()
         rel1 = evaluate_against_gt(data, depth_net=trainer.models["depth"])["abs_rel"]
+        print(f"flow EPE {epe0:.3f} -> {epe1:.3f} px, depth AbsRel {rel0:.3f} -> {rel1:.3f}")
         assert summary["terms"]["n_valid"] > 0  # pose + triangulation worked on the trained flow
         assert rel0 > 0.3
         assert rel1 < 0.7 * rel0, f"depth AbsRel {rel0:.3f} -> {rel1:.3f}: did not fall by 30 %"

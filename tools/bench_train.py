@@ -138,6 +138,9 @@ def main(argv=None) -> int:
                     "stereo_m3depth kitti_stereo_mono) with tools/bench_train_stereo.py's batch; results under "
                     "'stereo/<recipe>'")
     args = ap.parse_args(argv)
+    import logging
+
+    logging.getLogger("trianflow.training.tasks").setLevel(logging.ERROR)  # "depth without init_flow" is expected
     try:
         from trianflow.inference import resolve_device
 

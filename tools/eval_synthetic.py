@@ -38,7 +38,8 @@ def evaluate(config: str, flow: str | None = None, depth: str | None = None, seq
         ov.append("data.sequences=[" + ",".join(sequences) + "]")
     cfg = load_config(config, ov)
     if cfg.data.dataset != "synthetic":
-        raise InputError(f"{config}: data.dataset is {cfg.data.dataset!r}; this tool needs synthetic data (ground truth)")
+        raise InputError(f"{config}: data.dataset is {cfg.data.dataset!r}; this tool needs synthetic data "
+                         "(ground truth)")
     seed_everything(cfg.train.seed)
     task = TrianFlowTask(cfg)  # same construction order and seed as Trainer.from_config
     models = task.models()

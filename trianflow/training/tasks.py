@@ -44,7 +44,8 @@ when present.
 
 Datasets (``cfg.data.dataset``): ``synthetic`` (rendered street scenes with exact ground truth;
 ``data.sequences`` entries ``"<kind>[:<seed>[:<frames>[:<metres per frame>]]]"``, default
-``["forward_turn:0:40"]`` (1 m per frame), kinds from :data:`trianflow.data.synthetic.TRAJECTORY_KINDS`), ``kitti_odometry`` (``data.root``,
+``["forward_turn:0:40"]`` (1 m per frame), kinds from
+:data:`trianflow.data.synthetic.TRAJECTORY_KINDS`), ``kitti_odometry`` (``data.root``,
 ``data.sequences``), ``kitti_raw`` (``data.root``, ``data.split_file``), and ``sequence`` /
 ``image_folder`` / ``tum`` / ``video`` (any folder or video :func:`~trianflow.data.open_sequence`
 reads: ``data.root``, or ``data.root/<name>`` for each name of ``data.sequences``).
