@@ -93,7 +93,12 @@ def run(args: argparse.Namespace) -> int:
     gt = args.gt
     metrics = None
     if gt or seq.gt_poses is not None:
-        metrics = _evaluate(result, seq, gt, args.stereo)
+        try:
+            metrics = _evaluate(result, seq, gt, args.stereo)
+        except InputError as exc:  # e.g. an all-static run cannot be aligned: keep the trajectory
+            if gt:
+                raise
+            print(f"warning: no evaluation against the sequence's ground truth: {exc}", file=sys.stderr)
         if metrics is not None:
             extra["evaluation"] = metrics
     save_run(out, result, seq, extra=extra)
