@@ -56,13 +56,24 @@ def bench_stage(stage: str, batch: dict, device: torch.device, amp: str, steps: 
                 channels_last: bool = False, corr: str | None = None) -> dict:
     """Time ``steps`` optimiser steps of ``stage`` after ``warmup`` steps; returns the stage's numbers."""
     from trianflow.training.tasks import TrianFlowTask
-    from trianflow.training.trainer import StepContext
 
     cfg = load_config(None, [f"train.stage={stage}", "train.device=cpu", f"train.amp={amp}"])
     torch.manual_seed(0)
-    task = TrianFlowTask(cfg)
+    return time_task(TrianFlowTask(cfg), stage, batch, device, amp, steps, warmup, grad_clip=10.0,
+                     channels_last=channels_last, corr=corr)
+
+
+def time_task(task, stage: str, batch: dict, device: torch.device, amp: str, steps: int, warmup: int,
+              grad_clip: float = 10.0, channels_last: bool = False, corr: str | None = None) -> dict:
+    """Time ``steps`` full optimiser steps (forward, backward, clipping, Adam) of a training task.
+
+    Shared by this tool and ``tools/bench_train_stereo.py``. Returns images/s, ms per step, peak memory
+    (``torch.cuda.max_memory_allocated`` on CUDA, max RSS on CPU), the last loss and ``n_valid``.
+    """
+    from trianflow.training.trainer import StepContext
+
     models = task.models()
-    if corr:
+    if corr and "flow" in models:
         models["flow"].corr_method = corr
     for m in models.values():
         m.to(device)
@@ -92,7 +103,7 @@ def bench_stage(stage: str, batch: dict, device: torch.device, amp: str, steps: 
         scaler.scale(out.loss).backward()
         if scaler.is_enabled():
             scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(params, 10.0)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip or float("inf"))
         scaler.step(opt)
         scaler.update()
 
@@ -113,7 +124,8 @@ def bench_stage(stage: str, batch: dict, device: torch.device, amp: str, steps: 
            "peak_mem_mb": round(peak, 1)}
     if "n_valid" in out.terms:
         res["n_valid"] = int(float(out.terms["n_valid"]))
-    res["loss"] = float(out.loss.detach())
+    loss = float(out.loss.detach())
+    res["loss"] = loss if math.isfinite(loss) else None
     del task, models, opt, params
     if device.type == "cuda":
         torch.cuda.empty_cache()

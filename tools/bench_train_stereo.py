@@ -24,10 +24,7 @@ left image (with its right image, and next frame for stereo_mono). Peak memory i
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
-import resource
 import sys
 import time
 from pathlib import Path
@@ -54,76 +51,18 @@ def make_batch(size, batch: int, device: torch.device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in default_collate(samples).items()}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def bench_recipe(recipe: str, stage: str, batch: dict, device: torch.device, amp: str, steps: int,
                  warmup: int) -> dict:
     """Time ``steps`` optimiser steps of ``configs/<recipe>.yaml`` after ``warmup`` steps."""
+    from bench_train import time_task  # tools/ is on sys.path when run as a script
+
     from trianflow.training.registry import get_task
-    from trianflow.training.trainer import StepContext
 
-    # the AMP value is quoted: YAML would read a bare off as false
-    cfg = load_config(ROOT / "configs" / f"{recipe}.yaml",
-                      [f"train.stage={stage}", "train.device=cpu", f"train.amp='{amp}'"])
+    cfg = load_config(ROOT / "configs" / f"{recipe}.yaml", [f"train.stage={stage}", "train.device=cpu",
+                                                            f"train.amp={amp}"])
     torch.manual_seed(0)
-    task = get_task(cfg.train.task)(cfg)
-    models = task.models()
-    for m in models.values():
-        m.to(device)
-    task.set_stage(stage)
-    for m in models.values():
-        m.train(any(p.requires_grad for p in m.parameters()))
-    params = task.trainable_parameters()
-    opt = torch.optim.Adam(params, lr=1e-5)
-    dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-
-    def autocast():
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=dtype)
-
-    out = None
-
-    def one(i: int):
-        nonlocal out
-        ctx = StepContext(step=i, stage=stage, device=device, models=models, want_images=False,
-                          autocast=autocast, amp_dtype=dtype)
-        opt.zero_grad(set_to_none=True)
-        out = task.step(batch, ctx)
-        scaler.scale(out.loss).backward()
-        if scaler.is_enabled():
-            scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip or float("inf"))
-        scaler.step(opt)
-        scaler.update()
-
-    for i in range(warmup):
-        one(i)
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    for i in range(steps):
-        one(warmup + i)
-    _sync(device)
-    dt = time.perf_counter() - t0
-    b = batch["image"].shape[0]
-    peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
-    res = {"images_per_s": round(steps * b / dt, 3), "step_ms": round(1000 * dt / steps, 1),
-           "peak_mem_mb": round(peak, 1), "loss": float(out.loss.detach())}
-    if "n_valid" in out.terms:
-        res["n_valid"] = int(float(out.terms["n_valid"]))
-    if not math.isfinite(res["loss"]):
-        res["loss"] = None
-    del task, models, opt, params
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return res
+    return time_task(get_task(cfg.train.task)(cfg), stage, batch, device, amp, steps, warmup,
+                     grad_clip=cfg.optim.grad_clip)
 
 
 def _device(name: str) -> torch.device:
