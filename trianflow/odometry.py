@@ -45,7 +45,7 @@ import torch
 
 from trianflow.errors import InputError
 from trianflow.geometry.flow import sample_at
-from trianflow.geometry.pose import invert_pose, make_pose, umeyama
+from trianflow.geometry.pose import invert_pose, make_pose
 from trianflow.geometry.ransac import estimate_relative_pose
 from trianflow.geometry.sampling import correspondence_scores, sample_correspondences
 from trianflow.geometry.scale import align_scale
@@ -430,12 +430,12 @@ class VisualOdometry:
         b2 = torch.cat([x2, torch.ones_like(x2[:, :1])], 1) @ Kinv.T
         b1 = b1 / b1.norm(dim=1, keepdim=True)
         b2 = b2 / b2.norm(dim=1, keepdim=True)
-        _, R, _ = umeyama(b1, b2, with_scale=False)
+        R = _kabsch_origin(b1, b2)
         for _ in range(2):
             err = (b1 @ R.T - b2).norm(dim=1)
             keep = err < max(3.0 / self.K[0, 0], float(err.median()) * 3)
             if keep.sum() >= 3:
-                _, R, _ = _kabsch_origin(b1[keep], b2[keep])
+                R = _kabsch_origin(b1[keep], b2[keep])
         return R
 
     def _fallback(self, tracked, info: FrameInfo) -> np.ndarray:
@@ -470,12 +470,12 @@ def resolve_dis_preset(preset: str, size) -> str:
     return "fast" if size[1] >= 960 else "medium"
 
 
-def _kabsch_origin(a: torch.Tensor, b: torch.Tensor):
-    """Rotation-only Kabsch (no centring): ``b ~ R a``."""
+def _kabsch_origin(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Rotation-only Kabsch (no centring): ``R`` with ``b ~ R a`` for ``(N,3)`` unit bearings."""
     U, _, Vh = torch.linalg.svd(b.T @ a)
     d = torch.sign(torch.det(U @ Vh))
     D = torch.diag(torch.stack([torch.ones_like(d), torch.ones_like(d), d]))
-    return None, U @ D @ Vh, None
+    return U @ D @ Vh
 
 
 def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, progress: Optional[Callable] = None,
