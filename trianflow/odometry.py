@@ -45,7 +45,7 @@ import torch
 
 from trianflow.errors import InputError
 from trianflow.geometry.flow import sample_at
-from trianflow.geometry.pose import invert_pose, make_pose
+from trianflow.geometry.pose import make_pose
 from trianflow.geometry.ransac import estimate_relative_pose
 from trianflow.geometry.sampling import correspondence_scores, sample_correspondences
 from trianflow.geometry.scale import align_scale
