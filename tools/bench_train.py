@@ -132,6 +132,26 @@ def time_task(task, stage: str, batch: dict, device: torch.device, amp: str, ste
     return res
 
 
+def resolve_bench_args(args, min_size: int):
+    """``(device, amp, steps, warmup)`` from the common options of the bench tools (sets torch threads).
+
+    Defaults: CUDA when available, bf16 AMP on CUDA and off on CPU, 20/5 timed/warm-up steps on CUDA and
+    2/1 on CPU. Raises InputError for a missing GPU or impossible sizes/counts.
+    """
+    from trianflow.inference import resolve_device
+
+    device = resolve_device(args.device)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    cuda = device.type == "cuda"
+    amp = args.amp if args.amp != "auto" else ("bf16" if cuda else "off")
+    steps = args.steps if args.steps is not None else (20 if cuda else 2)
+    warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
+    if args.batch < 1 or steps < 1 or warmup < 0 or min(args.size) < min_size:
+        raise InputError(f"need --batch >= 1, --steps >= 1, --warmup >= 0 and --size of at least {min_size} px")
+    return device, amp, steps, warmup
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
@@ -154,21 +174,11 @@ def main(argv=None) -> int:
 
     logging.getLogger("trianflow.training.tasks").setLevel(logging.ERROR)  # "depth without init_flow" is expected
     try:
-        from trianflow.inference import resolve_device
-
-        device = resolve_device(args.device)
+        device, amp, steps, warmup = resolve_bench_args(args, min_size=32)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     cuda = device.type == "cuda"
-    amp = args.amp if args.amp != "auto" else ("bf16" if cuda else "off")
-    steps = args.steps if args.steps is not None else (20 if cuda else 2)
-    warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
-    if args.batch < 1 or steps < 1 or warmup < 0 or min(args.size) < 32:
-        print("error: need --batch >= 1, --steps >= 1, --warmup >= 0 and --size of at least 32 px", file=sys.stderr)
-        return 2
     batch = _batch(args.size, args.batch, device)
     out = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if cuda else None, "amp": amp,
            "size": list(args.size), "batch": args.batch, "steps": steps, "warmup": warmup,

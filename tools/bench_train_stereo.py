@@ -65,15 +65,6 @@ def bench_recipe(recipe: str, stage: str, batch: dict, device: torch.device, amp
                      grad_clip=cfg.optim.grad_clip)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: CUDA is not available; use --device cpu")
-    return dev
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
@@ -88,20 +79,14 @@ def main(argv=None) -> int:
                     help="stages of kitti_stereo_mono to time (default: joint)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     args = ap.parse_args(argv)
+    from bench_train import resolve_bench_args  # tools/ is on sys.path when run as a script
+
     try:
-        device = _device(args.device)
+        device, amp, steps, warmup = resolve_bench_args(args, min_size=64)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     cuda = device.type == "cuda"
-    amp = args.amp if args.amp != "auto" else ("bf16" if cuda else "off")
-    steps = args.steps if args.steps is not None else (20 if cuda else 2)
-    warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
-    if args.batch < 1 or steps < 1 or warmup < 0 or min(args.size) < 64:
-        print("error: need --batch >= 1, --steps >= 1, --warmup >= 0 and --size of at least 64 px", file=sys.stderr)
-        return 2
     t0 = time.perf_counter()
     batch = make_batch(args.size, args.batch, device)
     out = {"tool": "bench_train_stereo", "device": str(device),

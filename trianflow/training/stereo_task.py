@@ -707,13 +707,7 @@ class StereoMonoTask(StereoTask):
         train_flow = stage in ("flow", "joint")
 
         # ---- networks (autocast on the forwards only)
-        if train_flow:
-            with ctx.autocast():
-                fwd, bwd = tf.bidirectional_flow(ctx.models["flow"], in1, in2)
-        else:
-            with torch.no_grad(), ctx.autocast():
-                fwd, bwd = tf.bidirectional_flow(ctx.models["flow"], in1, in2)
-        fwd, bwd = [f.float() for f in fwd], [f.float() for f in bwd]
+        fwd, bwd = tf.flow_forward(ctx, in1, in2, train_flow)
         out = self.forward_depth(batch, ctx)
 
         with torch.autocast(device_type=dev.type, enabled=False):

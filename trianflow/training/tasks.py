@@ -107,6 +107,17 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model) if type(model).__name__ == "DistributedDataParallel" else model
 
 
+def flow_forward(ctx, img1: torch.Tensor, img2: torch.Tensor, train_flow: bool):
+    """Forward/backward flow pyramids of ``ctx.models["flow"]`` under the step's autocast, in fp32.
+
+    Without ``train_flow`` the FlowNet runs under ``no_grad`` (frozen in the depth stage).
+    """
+    grad = torch.enable_grad() if train_flow else torch.no_grad()
+    with grad, ctx.autocast():
+        fwd, bwd = bidirectional_flow(ctx.models["flow"], img1, img2)
+    return [f.float() for f in fwd], [f.float() for f in bwd]
+
+
 def bidirectional_flow(model: nn.Module, img1: torch.Tensor, img2: torch.Tensor):
     """Forward and backward flow pyramids of a FlowNet (or its DDP wrapper).
 
@@ -465,13 +476,7 @@ class TrianFlowTask(Task):
         dev = img1.device
         train_flow = stage in ("flow", "joint")
 
-        if train_flow:
-            with ctx.autocast():
-                fwd, bwd = bidirectional_flow(ctx.models["flow"], in1, in2)
-        else:
-            with torch.no_grad(), ctx.autocast():
-                fwd, bwd = bidirectional_flow(ctx.models["flow"], in1, in2)
-        fwd, bwd = [f.float() for f in fwd], [f.float() for f in bwd]
+        fwd, bwd = flow_forward(ctx, in1, in2, train_flow)
 
         terms: dict[str, torch.Tensor] = {}
         losses = []
