@@ -102,6 +102,8 @@ _RUNNER = textwrap.dedent(
     with open(f"{out}/rank{rank}.json", "w") as f:
         json.dump({"skipped": s["skipped_steps"], "world": s["world_size"],
                    "ddp": [type(m).__name__ for m in tr.wrapped.values()]}, f)
+    tr.close()
+    assert all(type(m).__name__ != "DistributedDataParallel" for m in tr.wrapped.values())
     D.cleanup()
     """
 )

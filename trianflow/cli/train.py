@@ -91,12 +91,16 @@ def run(args) -> int:
 
     from trianflow.training.trainer import Trainer
 
+    trainer, finished = None, False
     try:
         trainer = Trainer.from_config(cfg, resume=resume, progress=True)
         summary = trainer.run()
         main = trainer.info.is_main
+        finished = True
     finally:
-        D.cleanup()
+        if trainer is not None:
+            trainer.close()
+        D.cleanup(sync=finished)
     if main:
         ips = summary["images_per_s"] or 0.0
         line = (f"{'stopped' if summary['interrupted'] else 'finished'} at step {summary['step']}/{cfg.train.steps} "

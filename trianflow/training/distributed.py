@@ -148,10 +148,19 @@ def init_distributed(device: torch.device, info: DistInfo | None = None, timeout
     return info
 
 
-def cleanup() -> None:
-    """Leave the process group if one exists."""
+def cleanup(sync: bool = True) -> None:
+    """Leave the process group if one exists.
+
+    With ``sync`` all ranks meet at a barrier first, so no rank tears its connections down while
+    another still talks to it; pass ``sync=False`` on an error path (a crashed rank would never
+    arrive). Drop DDP wrappers before (``Trainer.close()``): they keep the group alive.
+    """
     if is_initialized():
-        dist.destroy_process_group()
+        try:
+            if sync:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def barrier() -> None:

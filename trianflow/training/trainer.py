@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import logging
 import math
 import resource
@@ -686,6 +687,17 @@ class Trainer:
         self._stop_requested = True
 
     # ---------------------------------------------------------------- tensorboard
+    def close(self) -> None:
+        """Release the DDP wrappers (each holds the process group and its gloo/NCCL threads).
+
+        Call before :func:`trianflow.training.distributed.cleanup`: a wrapper that outlives
+        ``destroy_process_group`` tears the group down during interpreter exit, which can abort
+        the process ("terminate called without an active exception"). The trainer stays usable
+        for inspection (``models`` are untouched); call :meth:`run` again only in one process.
+        """
+        self.wrapped = {k: D.unwrap(m) for k, m in self.wrapped.items()}
+        gc.collect()
+
     def _open_writer(self):
         if not self.info.is_main:
             return None
