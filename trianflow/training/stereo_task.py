@@ -455,34 +455,17 @@ def _kitti_stereo_year(root) -> int:
 SYNTHETIC_BASELINE = 0.54
 
 
-def _parse_synthetic_spec(spec: str):
-    from trianflow.data.synthetic import TRAJECTORY_KINDS
-
-    parts = str(spec).split(":")
-    usage = ("synthetic sequences are '<kind>[:<seed>[:<frames>[:<metres per frame>]]]' with kind one of "
-             f"{', '.join(TRAJECTORY_KINDS)}, e.g. 'forward_turn:0:40'")
-    try:
-        kind = parts[0] or "forward_turn"
-        seed = int(parts[1]) if len(parts) > 1 and parts[1] else 0
-        n = int(parts[2]) if len(parts) > 2 and parts[2] else 40
-        step = float(parts[3]) if len(parts) > 3 and parts[3] else 1.0
-    except ValueError:
-        raise InputError(f"data.sequences entry {spec!r}: {usage}") from None
-    if kind not in TRAJECTORY_KINDS or len(parts) > 4 or not step > 0:
-        raise InputError(f"data.sequences entry {spec!r}: {usage}")
-    return kind, seed, n, step
-
-
 def _synthetic_stereo(cfg: TrainConfig, split: str, frames: int, transform) -> Dataset:
     from torch.utils.data import ConcatDataset, Subset
 
     from trianflow.data.synthetic import SyntheticDataset
+    from trianflow.training.tasks import parse_synthetic_spec
 
     d = cfg.data
     size = (int(d.size[0]), int(d.size[1]))
     parts = []
     for spec in list(d.sequences) or ["forward_turn:0:40"]:
-        kind, seed, n, step = _parse_synthetic_spec(spec)
+        kind, seed, n, step = parse_synthetic_spec(spec)
         if split != "train":
             seed += 1000
         parts.append(SyntheticDataset(n_frames=n, size=size, kind=kind, seed=seed, baseline=SYNTHETIC_BASELINE,

@@ -330,7 +330,7 @@ def _train_transform(cfg: TrainConfig, size):
     return default_train_transform(size=size, flip=d.flip, jitter=d.color_jitter, scale_crop=d.scale_crop)
 
 
-def _parse_synthetic(spec: str) -> tuple[str, int, int, float]:
+def parse_synthetic_spec(spec: str) -> tuple[str, int, int, float]:
     from trianflow.data.synthetic import TRAJECTORY_KINDS
 
     parts = str(spec).split(":")
@@ -368,7 +368,7 @@ def build_training_dataset(cfg: TrainConfig) -> Dataset:
         specs = list(d.sequences) or ["forward_turn:0:40"]
         parts = []
         for spec in specs:
-            kind, seed, n, step = _parse_synthetic(spec)
+            kind, seed, n, step = parse_synthetic_spec(spec)
             parts.append(SyntheticDataset(n_frames=n, size=size, kind=kind, seed=seed, frames=d.frames,
                                           stride=d.stride, step=step, transform=_train_transform(cfg, None)))
         ds: Dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
