@@ -331,6 +331,12 @@ def _train_transform(cfg: TrainConfig, size):
 
 
 def parse_synthetic_spec(spec: str) -> tuple[str, int, int, float]:
+    """``'<kind>[:<seed>[:<frames>[:<metres per frame>]]]'`` (a ``data.sequences`` entry of a synthetic
+    config) -> ``(kind, seed, frames, step)``; defaults ``forward_turn``, 0, 40, 1.0.
+
+    Raises:
+        InputError: unknown kind, non-numeric fields, too many fields or a non-positive step.
+    """
     from trianflow.data.synthetic import TRAJECTORY_KINDS
 
     parts = str(spec).split(":")
