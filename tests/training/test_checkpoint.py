@@ -171,10 +171,10 @@ def test_state_dict_check_without_arch_reports_shapes():
     assert torch.equal(a.fc.weight, before)  # nothing was loaded
 
 
-def test_fallback_state_dict_check_messages():
+def test_state_dict_check_messages():
     a = _Net(4, with_arch=False)
-    with pytest.raises(InputError, match=r"another shape \(e.g. 'fc.weight' \(2, 8\) vs \(2, 4\)\)"):
-        C._own_check(a, _Net(8).state_dict(), "ckpt")
+    with pytest.raises(InputError, match=r"shape mismatch\(es\) \(e.g. fc.weight: \(2, 8\) vs \(2, 4\)\)"):
+        C.check_state_dict(a, _Net(8).state_dict(), "ckpt")
     with pytest.raises(InputError, match="2 missing .*2 unexpected"):
-        C._own_check(a, nn.Sequential(nn.Linear(4, 2)).state_dict(), "ckpt")
-    C._own_check(a, _Net(4).state_dict(), "ckpt")  # matching: no error
+        C.check_state_dict(a, nn.Sequential(nn.Linear(4, 2)).state_dict(), "ckpt")
+    C.check_state_dict(a, _Net(4).state_dict(), "ckpt")  # matching: no error

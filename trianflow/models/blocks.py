@@ -188,20 +188,9 @@ def load_torchvision_resnet18(path: str | os.PathLike, encoder: ResNet18Encoder 
     cin = encoder.in_channels
     if w is not None and w.dim() == 4 and w.shape[1] == 3 and cin != 3 and cin % 3 == 0:
         sd["conv1.weight"] = w.repeat(1, cin // 3, 1, 1) / (cin // 3)
-    own = encoder.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    bad_shape = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
-    if missing or unexpected or bad_shape:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if bad_shape:
-            k = bad_shape[0]
-            parts.append(f"{len(bad_shape)} shape mismatches (e.g. {k}: {tuple(sd[k].shape)} vs {tuple(own[k].shape)})")
-        raise InputError(f"{path} is not a torchvision resnet18 state dict: " + ", ".join(parts))
+    from trianflow.models import check_state_dict  # the package imports this module: import late
+
+    check_state_dict(encoder, sd, f"{path} (torchvision resnet18 weights)")
     encoder.load_state_dict(sd, strict=True)
     log.info("loaded ResNet18 weights from %s", path)
     return encoder

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from trianflow.errors import InputError
+from trianflow.models import check_state_dict  # re-exported: one key/shape check for every loader
 from trianflow.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -247,44 +248,6 @@ def _arch_diff(saved: Mapping, current: Mapping) -> str:
     diffs = [f"{k}: {saved.get(k, '<absent>')!r} vs {current.get(k, '<absent>')!r}" for k in keys
              if saved.get(k, "<absent>") != current.get(k, "<absent>")]
     return "; ".join(diffs[:4]) + (f"; ... ({len(diffs)} differences)" if len(diffs) > 4 else "")
-
-
-def _own_check(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    shapes = [k for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
-    if not (missing or unexpected or shapes):
-        return
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing (e.g. '{missing[0]}')")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. '{unexpected[0]}')")
-    if shapes:
-        k = shapes[0]
-        parts.append(
-            f"{len(shapes)} with another shape (e.g. '{k}' {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)})"
-        )
-    raise InputError(f"{what} does not match this architecture: " + ", ".join(parts) + " weights")
-
-
-def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str = "checkpoint") -> None:
-    """Raise InputError if ``state_dict`` cannot be loaded strictly into ``model``.
-
-    Uses ``trianflow.models.check_state_dict(model, state_dict, source)`` when the models package
-    provides it, else compares key sets and shapes here. ``what`` names the source in messages.
-    """
-    try:
-        from trianflow import models as _models
-
-        external = getattr(_models, "check_state_dict", None)
-    except ImportError:  # pragma: no cover - models package always importable
-        external = None
-    if external is not None:
-        external(model, state_dict, what)
-        return
-    _own_check(model, state_dict, what)
 
 
 def load_model_weights(model: nn.Module, ckpt: Mapping, name: str, source: str) -> None:
