@@ -38,6 +38,10 @@ def test_build_depthnet_from_config(tmp_path):
     net = build_depthnet({"pretrained_encoder": str(tmp_path / "r18.pth")})
     assert torch.equal(net.encoder.layer3[0].conv1.weight, src.layer3[0].conv1.weight)
     assert "pretrained_encoder" not in net.arch_config()["args"]
+    del sd["layer4.1.bn2.weight"]
+    torch.save(sd, tmp_path / "bad.pth")
+    with pytest.raises(InputError, match=r"bad\.pth \(torchvision resnet18 weights\) does not match .*1 missing key"):
+        build_depthnet({"pretrained_encoder": str(tmp_path / "bad.pth")})
 
 
 @pytest.mark.parametrize("make", [
