@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from trianflow.errors import InputError
-from trianflow.geometry.flow import fb_consistency, flow_warp, occlusion_mask
+from trianflow.geometry.flow import fb_consistency, flow_magnitude, flow_warp, occlusion_mask
 from trianflow.losses.objective import LossResult
 from trianflow.losses.photometric import masked_mean, photometric_error
 from trianflow.losses.smoothness import flow_smoothness_2nd
@@ -61,7 +61,7 @@ def flow_valid_mask(flow_fwd: torch.Tensor, flow_bwd: torch.Tensor, occ_threshol
         mask = occlusion_mask(flow_bwd, threshold=occ_threshold)
         if use_fb_mask:
             dist = fb_consistency(flow_fwd, flow_bwd)
-            bound = (fb_rel * flow_fwd.norm(dim=1, keepdim=True)).clamp(min=fb_abs)
+            bound = (fb_rel * flow_magnitude(flow_fwd)).clamp(min=fb_abs)
             mask = mask * (dist < bound).to(mask.dtype)
     return mask.detach()
 

@@ -63,7 +63,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from trianflow.config import TrainConfig
 from trianflow.errors import InputError
-from trianflow.geometry.flow import flow_warp, occlusion_mask
+from trianflow.geometry.flow import flow_magnitude, flow_warp, occlusion_mask
 from trianflow.geometry.pose import make_pose, rotation_error_deg
 from trianflow.geometry.ransac import TwoViewResult, estimate_relative_pose
 from trianflow.geometry.sampling import Correspondences, correspondence_scores, sample_correspondences
@@ -242,7 +242,7 @@ def flow_epe(flow: torch.Tensor, flow_gt: torch.Tensor, valid: torch.Tensor | No
     Returns:
         ``(B,)`` mean ``||flow - flow_gt||`` over the valid pixels (0 where none).
     """
-    err = (flow.detach().float() - flow_gt.float()).norm(dim=1, keepdim=True)
+    err = flow_magnitude(flow.detach().float() - flow_gt.float())
     return masked_mean(err, None if valid is None else (valid > 0).float())
 
 
