@@ -50,6 +50,32 @@ def test_vo_static_and_rotation_fallbacks(synthetic):
     assert rel["rot_err_deg"].max() < 0.1
 
 
+@pytest.mark.slow
+def test_slow_camera_holds_the_reference_and_recovers_translation():
+    """5 cm per frame: each consecutive pair is below the parallax needed for E, so plain
+    pair-by-pair VO loses the translation (rotation-only frames). Holding the reference lets the
+    parallax accumulate; the held frames are then placed along the solved translation."""
+    from trianflow.data.synthetic import synthetic_sequence
+
+    seq = synthetic_sequence(n_frames=30, kind="forward_turn", step=0.05, seed=0)
+    held = run_vo(seq, VOConfig())
+    pairwise = run_vo(seq, VOConfig(max_ref_hold=0))
+    err = {name: evaluate_trajectory(r.poses, seq.gt_poses, align="sim3") for name, r in
+           (("held", held), ("pairwise", pairwise))}
+    assert err["held"].ape_rmse < 0.01 * err["held"].path_length, err["held"].ape_rmse
+    assert err["pairwise"].ape_rmse > 5 * err["held"].ape_rmse  # what holding fixes
+    refs = [f.ref for f in held.frames]
+    assert refs[0] == -1 and any(r < i - 1 for i, r in enumerate(refs)), refs  # some frames skipped back
+    assert all(f.ref == i - 1 for i, f in enumerate(pairwise.frames) if i)
+    # a held frame is placed between its reference and the frame that solved the translation
+    i = next(i for i, f in enumerate(held.frames) if f.ref < i - 1)
+    ref, nxt = held.frames[i].ref, next(j for j in range(i + 1, 30) if held.frames[j].ref == held.frames[i].ref
+                                        and held.frames[j].status == "ok")
+    c = held.poses[:, :3, 3]
+    assert np.linalg.norm(c[i] - c[ref]) < np.linalg.norm(c[nxt] - c[ref])
+    assert np.linalg.norm(c[i] - c[ref]) > 0
+
+
 class _Repeat:
     """A sequence whose first frame repeats (static camera)."""
 

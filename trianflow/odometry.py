@@ -25,6 +25,13 @@ Degenerate pairs fall back, and the per-frame ``status`` says which path was tak
   ``min_image_std``) gets this status without being matched; the next textured frame is
   matched against the last good one, so such gaps are bridged instead of breaking the chain.
 
+Slow motion: a ``static`` or ``rotation`` frame does not replace the reference frame. The next
+frame is matched against the same reference (``ref`` in ``frames.csv``), so parallax accumulates
+until the translation can be solved, instead of being lost pair by pair (a handheld camera at
+30 Hz, a car creeping forward). The reference is held for at most ``max_ref_hold`` frames and
+while the next frame's median flow to it (extrapolated) stays below ``hold_max_flow`` of the image
+width: a camera turning in place moves on before the displacement becomes too large for the flow.
+
 ``refine="ba"`` adds keyframes and a sliding-window bundle adjustment with pycolmap
 (:class:`trianflow.mapping.LocalMapper`): at every keyframe the VO continues from the adjusted
 pose and chains its scale from the adjusted points; :attr:`VOResult.mapping` holds the map
@@ -52,6 +59,10 @@ from trianflow.geometry.scale import align_scale
 from trianflow.geometry.triangulation import triangulate_midpoint
 
 log = logging.getLogger(__name__)
+
+# median parallax (px) that flow noise alone produces between frames that differ by a rotation
+# (measured 0.07-0.17 px with DIS on KITTI turned in place; real creep of a slow camera: 0.4-1 px)
+_PARALLAX_NOISE_PX = 0.25
 
 STATUSES = ("first", "ok", "ok_const_scale", "static", "rotation", "pnp", "const_vel")
 
@@ -87,6 +98,8 @@ class VOConfig:
     refine: str = "none"  # "none" or "ba": keyframes + sliding-window bundle adjustment (trianflow.mapping)
     ba_window: int = 4  # keyframes adjusted per window (refine="ba"); 10 older ones are held fixed
     ba_refine_intrinsics: bool = False  # refine fx, fy, cx, cy in the adjustment (refine="ba")
+    max_ref_hold: int = 10  # static/rotation frames matched against a held reference (0: consecutive pairs)
+    hold_max_flow: float = 0.08  # ... while the next frame's median flow to it stays below this fraction of the width
 
 
 @dataclass
@@ -96,6 +109,7 @@ class FrameInfo:
     index: int
     timestamp: float
     status: str
+    ref: int = -1  # the frame this one was matched against (the previous one, or a held reference)
     matches: int = 0
     inliers: int = 0
     triangulated: int = 0
@@ -173,8 +187,14 @@ class VisualOdometry:
         self._ref_blank = False
         self._bridge_pose: Optional[np.ndarray] = None
         self.track: Optional[_Track] = None
-        self.last_rel = np.eye(4)
-        self.last_speed: Optional[float] = None
+        self.last_rel = np.eye(4)  # relative motion per frame (constant-velocity guesses)
+        self.last_speed: Optional[float] = None  # translation length per frame (chain scale)
+        self.held = 0  # frames matched against the current reference without replacing it
+        self._held_frames: list = []  # (index, rotation ref->frame, parallax px) of those frames
+        self._parallax = 0.0  # median parallax (after de-rotation) of the last matched frame, px
+        self._corrections: dict = {}  # index -> revised camera-to-world pose (see pop_corrections)
+        self._hold = False
+        self._span = 1
         self.pose_c2w = np.eye(4)
         self.stage_seconds = {"flow": 0.0, "select": 0.0, "geometry": 0.0}
         self.keep_points = keep_points
@@ -205,14 +225,27 @@ class VisualOdometry:
         if blank or self._ref_blank:
             return self._bridge(index, timestamp, image, image_right, blank, t0)
         self._bridge_pose = None
-        info = FrameInfo(index, timestamp, "ok")
+        info = FrameInfo(index, timestamp, "ok", ref=self.prev_index)
         fwd, bwd = self.flow_fn(self.prev_img, image)
         t1 = time.perf_counter()
         self.stage_seconds["flow"] += t1 - t0
         self.new_points = None
         self._candidates = None
+        self._hold = False
+        self._span = max(index - self.prev_index, 1)
         rel = self._relative_pose(fwd, bwd, info)
         self.stage_seconds["geometry"] += time.perf_counter() - t1
+        info.rot_deg = float(np.degrees(np.arccos(np.clip((np.trace(rel[:3, :3]) - 1) / 2, -1, 1))))
+        info.trans = float(np.linalg.norm(rel[:3, 3]))
+        if self._hold:  # keep the reference (image, pose, track): parallax accumulates
+            self.held += 1
+            self._held_frames.append((index, rel[:3, :3].copy(), self._parallax))
+            info.reason = info.reason or f"low parallax: the next frame is matched against frame {self.prev_index}"
+            info.seconds = time.perf_counter() - t0
+            return self.pose_c2w @ np.linalg.inv(rel), info
+        self.held = 0
+        if self._held_frames:
+            self._revise_held(rel, index)
         if self.keep_points and self.new_points is not None:
             X1, xy, xy2 = self.new_points  # points in the previous camera frame, their pixels there and here
             Xw = X1 @ self.pose_c2w[:3, :3].T + self.pose_c2w[:3, 3]
@@ -222,17 +255,43 @@ class VisualOdometry:
             self.points.append((np.full(len(Xw), self.prev_index, np.int32), Xw.astype(np.float32),
                                 xy.astype(np.float32), col.astype(np.uint8), xy2.astype(np.float32)))
         self.pose_c2w = self.pose_c2w @ np.linalg.inv(rel)
-        if index == self.prev_index + 1:  # a bridged gap spans several frames: keep the per-frame velocity
-            self.last_rel = rel
+        self.last_rel = _pose_power(rel, 1.0 / self._span)  # a gap or a held reference spans several frames
         if self.mapper is not None:
             self._refine(index, image, fwd, bwd, info)
         self.prev_img, self.prev_right, self.prev_index = image, image_right, index
-        info.rot_deg = float(np.degrees(np.arccos(np.clip((np.trace(rel[:3, :3]) - 1) / 2, -1, 1))))
-        info.trans = float(np.linalg.norm(rel[:3, 3]))
         info.seconds = time.perf_counter() - t0
         return self.pose_c2w.copy(), info
 
+    def pop_corrections(self) -> dict:
+        """Poses revised since the last call, ``{frame index: (4,4) camera-to-world}``.
+
+        Frames matched against a held reference get a rotation-only pose when they are processed;
+        once a later frame solves the translation from that reference, their camera centres are
+        placed along it (by frame index) and reported here.
+        """
+        out, self._corrections = self._corrections, {}
+        return out
+
     # -- internals --------------------------------------------------------------------------
+    def _revise_held(self, rel: np.ndarray, index: int) -> None:
+        """Spread the translation that ``rel`` (reference -> frame ``index``) solved over the frames
+        that were held on the reference. Each keeps its rotation; its centre moves by the fraction
+        of the span it lies at (steady motion) or, when smaller, by the fraction its parallax is of
+        this frame's (a duplicated frame or a turn in place does not move; the parallax of sub-pixel
+        motion is biased up by flow noise, so it only ever lowers the fraction). Parallax below
+        the flow's noise floor (``_PARALLAX_NOISE_PX``) counts as none."""
+        centre = -rel[:3, :3].T @ rel[:3, 3]  # of frame `index`, in the reference camera
+        ref = self.prev_index
+        for j, R, parallax in self._held_frames:
+            frac = min((j - ref) / max(index - ref, 1), parallax / max(self._parallax, 1e-9))
+            if parallax < _PARALLAX_NOISE_PX:
+                frac = 0.0
+            T = np.eye(4)
+            T[:3, :3] = R.T
+            T[:3, 3] = centre * frac
+            self._corrections[j] = self.pose_c2w @ T
+        self._held_frames = []
+
     def _informative(self, image: np.ndarray) -> bool:
         """Whether ``image`` has enough texture to be matched (grey-level std on a 4x subsample)."""
         g = image[::4, ::4]
@@ -257,6 +316,7 @@ class VisualOdometry:
             self.pose_c2w = pose.copy()
             self._bridge_pose = None
             self.track = None
+            self._held_frames, self.held = [], 0
             self.prev_img, self.prev_right, self.prev_index, self._ref_blank = image, image_right, index, False
             info.reason = "previous frames had no texture: new reference"
             if self.mapper is not None:
@@ -291,9 +351,14 @@ class VisualOdometry:
         # tracked points of the previous pair, moved into this frame by the flow
         tracked = self._advect_track(ff, score)
         mags = (corr.x2 - corr.x1).norm(dim=-1)[valid]
-        if info.matches == 0 or float(mags.median()) < cfg.static_flow_px:
+        med_flow = float(mags.median()) if info.matches else 0.0
+        self._parallax = med_flow
+        if info.matches == 0 or med_flow < cfg.static_flow_px:
             info.status = "static"
-            self.track = _Track(tracked[1], tracked[0].X) if tracked is not None else None
+            if info.matches and self._can_hold(med_flow):
+                self._hold = True
+            else:
+                self.track = _Track(tracked[1], tracked[0].X) if tracked is not None else None
             return np.eye(4)
         est = estimate_relative_pose(
             corr.x1, corr.x2, self.Kt, valid=valid, backend=cfg.ransac_backend, threshold=cfg.ransac_threshold,
@@ -301,26 +366,22 @@ class VisualOdometry:
             seed=cfg.seed, refine_iters=cfg.refine_iters, lo_rounds=cfg.lo_rounds,
         )
         info.inliers = int(est.num_inliers[0])
+        x1, x2 = corr.x1[0].double(), corr.x2[0].double()
         if not bool(est.valid[0]):
             info.reason = est.reason[0]
+            # pure rotation makes E degenerate (every t fits): check the rotation-only model first
+            Rrot = self._rotation_only(x1[valid[0]], x2[valid[0]])
+            self._parallax = float(self._parallax_px(Rrot, x1[valid[0]], x2[valid[0]]).median())
+            if self._parallax < cfg.min_parallax_px:
+                info.reason = ""
+                return self._rotation_result(Rrot, tracked, info, med_flow)
             return self._fallback(tracked, info)
         R = est.R[0].double()
         inl = est.inliers[0]
         # parallax after de-rotation: pure rotation leaves (almost) none
-        x1, x2 = corr.x1[0].double(), corr.x2[0].double()
-        Kd = self.Kt[0].double()
-        Hinf = Kd @ R @ torch.linalg.inv(Kd)
-        p = torch.cat([x1, torch.ones_like(x1[:, :1])], 1) @ Hinf.T
-        parallax = (p[:, :2] / p[:, 2:] - x2).norm(dim=-1)[inl]
-        if float(parallax.median()) < cfg.min_parallax_px:
-            info.status = "rotation"
-            Rrot = self._rotation_only(x1[valid[0]], x2[valid[0]])
-            rel = np.eye(4)
-            rel[:3, :3] = Rrot.cpu().numpy()
-            self.track = None
-            if tracked is not None:
-                self.track = _Track(tracked[1], tracked[0].X @ Rrot.T.to(tracked[0].X.dtype))
-            return rel
+        self._parallax = float(self._parallax_px(R, x1, x2)[inl].median())
+        if self._parallax < cfg.min_parallax_px:
+            return self._rotation_result(self._rotation_only(x1[valid[0]], x2[valid[0]]), tracked, info, med_flow)
         t_unit = est.t[0].double()
         T_unit = make_pose(R, t_unit).unsqueeze(0)
         tri = triangulate_midpoint(corr.x1, corr.x2, self.Kt, self.Kt, T_unit, valid=inl.unsqueeze(0),
@@ -331,9 +392,9 @@ class VisualOdometry:
         info.shared = shared
         if not scale_ok:
             info.status = "ok_const_scale"
-            scale = self.last_speed if self.last_speed is not None else 1.0
+            scale = self.last_speed * self._span if self.last_speed is not None else 1.0
         info.scale = float(scale)
-        self.last_speed = float(scale)
+        self.last_speed = float(scale) / self._span
         rel = np.eye(4)
         rel[:3, :3] = R.cpu().numpy()
         rel[:3, 3] = (t_unit * scale).cpu().numpy()
@@ -362,6 +423,36 @@ class VisualOdometry:
             xy, X = ref
             self.track = _Track(torch.from_numpy(xy).to(self.device, torch.float64),
                                 torch.from_numpy(X).to(self.device, torch.float64))
+
+    def _parallax_px(self, R: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """Per-match distance (px) between ``x2`` and ``x1`` moved by the rotation ``R`` alone
+        (the infinite homography K R K^-1): the parallax that translation must explain."""
+        Kd = self.Kt[0].double()
+        p = torch.cat([x1, torch.ones_like(x1[:, :1])], 1) @ (Kd @ R @ torch.linalg.inv(Kd)).T
+        return (p[:, :2] / p[:, 2:] - x2).norm(dim=-1)
+
+    def _rotation_result(self, Rrot: torch.Tensor, tracked, info: FrameInfo, med_flow: float) -> np.ndarray:
+        """Status ``rotation``: rotation-only motion; the reference is held when allowed, else the
+        tracked points are rotated into the new frame."""
+        info.status = "rotation"
+        rel = np.eye(4)
+        rel[:3, :3] = Rrot.cpu().numpy()
+        if self._can_hold(med_flow):
+            self._hold = True
+            return rel
+        self.track = None
+        if tracked is not None:
+            self.track = _Track(tracked[1], tracked[0].X @ Rrot.T.to(tracked[0].X.dtype))
+        return rel
+
+    def _can_hold(self, median_flow_px: float) -> bool:
+        """Whether a static/rotation frame may leave the reference in place (plain VO only: the
+        mapper of ``refine="ba"`` chains its tracks frame by frame)."""
+        cfg = self.cfg
+        # the next frame will be one more frame away from the reference: extrapolate its flow
+        expected = median_flow_px * (self.held + 2) / (self.held + 1)
+        return (self.mapper is None and self.held < cfg.max_ref_hold
+                and expected < cfg.hold_max_flow * self.size[1])
 
     def _advect_track(self, ff: torch.Tensor, score: torch.Tensor):
         """Move the previous track's pixels into the new frame along the forward flow.
@@ -459,7 +550,19 @@ class VisualOdometry:
                 return rel
         info.status = "const_vel"
         self.track = None
-        return self.last_rel.copy()
+        return _pose_power(self.last_rel, self._span)
+
+
+def _pose_power(rel: np.ndarray, k: float) -> np.ndarray:
+    """``rel`` to the power ``k`` for small motions: rotation angle and translation times ``k``
+    (per-frame velocity from a motion spanning 1/k frames, or k frames of constant velocity)."""
+    if k == 1:
+        return rel.copy()
+    out = np.eye(4)
+    rvec, _ = cv2.Rodrigues(np.ascontiguousarray(rel[:3, :3]))
+    out[:3, :3] = cv2.Rodrigues(rvec * k)[0]
+    out[:3, 3] = rel[:3, 3] * k
+    return out
 
 
 def resolve_dis_preset(preset: str, size) -> str:
@@ -510,6 +613,8 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
         t_read += time.perf_counter() - t0
         pose, info = vo.step(i, float(seq.timestamps[i]), img, right)
         poses.append(pose)
+        for j, revised in vo.pop_corrections().items():
+            poses[j] = revised
         frames.append(info)
         if progress is not None:
             progress(info)

@@ -5,8 +5,9 @@ Layout of ``RUN_DIR`` (every file written atomically):
 - ``poses.txt``: KITTI format, one 3x4 camera-to-world line per input frame, first = identity.
 - ``poses_tum.txt``: TUM format ``timestamp tx ty tz qx qy qz qw`` (timestamps from the input,
   or frame index / fps).
-- ``frames.csv``: one row per frame: ``index,timestamp,status,matches,inliers,triangulated,
-  shared,scale,rot_deg,trans,seconds,reason``.
+- ``frames.csv``: one row per frame: ``index,timestamp,status,ref,matches,inliers,triangulated,
+  shared,scale,rot_deg,trans,seconds,reason`` (``ref``: the frame it was matched against, -1 for
+  none; ``rot_deg``/``trans``: the motion relative to that frame).
 - ``run.json``: trianflow version, input (path, reader kind, size, frame count, stereo/baseline,
   ``files``: the frame file names when the input is a folder of images, ``image_dir``: their
   folder), intrinsics (fx, fy, cx, cy and K; pixel centres at integers), the VO config,
@@ -42,7 +43,7 @@ from trianflow.errors import InputError
 from trianflow.io.atomic import atomic_path, write_json, write_text
 from trianflow.io.trajectory import read_trajectory, write_kitti, write_tum
 
-FRAME_FIELDS = ("index", "timestamp", "status", "matches", "inliers", "triangulated", "shared", "scale",
+FRAME_FIELDS = ("index", "timestamp", "status", "ref", "matches", "inliers", "triangulated", "shared", "scale",
                 "rot_deg", "trans", "seconds", "reason")
 
 
