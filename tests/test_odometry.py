@@ -101,7 +101,7 @@ def test_vo_static_start(synthetic):
 @needs_kitti
 def test_vo_real_kitti_snippet_ate_below_one_percent():
     seq = open_sequence(KITTI, max_frames=21)
-    assert resolve_dis_preset("auto", seq.size) == "fast"
+    assert resolve_dis_preset("auto", seq.size) == "balanced"
     res = run_vo(seq, VOConfig())
     m = evaluate_trajectory(res.poses, seq.gt_poses[:21], align="sim3")
     assert m.ape_rmse < 0.01 * m.path_length, (m.ape_rmse, m.path_length)

@@ -15,8 +15,14 @@ from trianflow.errors import InputError
 DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "balanced": cv2.DISOPTICAL_FLOW_PRESET_FAST,  # + _OVERRIDES below
     "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
 }
+# "balanced": OpenCV's "fast" (patches at 1/4 resolution) with a patch every 2 px instead of 4. On the KITTI
+# snippet at 1226x370 (played at 1x, 2x, 3x speed, forwards and backwards) it lowers the mean Sim3 ATE of the VO
+# from 0.28 % to 0.16 % of the path (worst case, 3x speed: 0.72 % -> 0.37 %) for 26 instead of 15 ms per pair;
+# "medium" (1/2 resolution) costs 69 ms and is not more accurate there.
+_OVERRIDES = {"balanced": {"PatchStride": 2}}
 
 
 def to_gray(img: np.ndarray) -> np.ndarray:
@@ -32,7 +38,7 @@ class DISFlow:
     """OpenCV DIS optical flow, forward and backward.
 
     Args:
-        preset: ``"ultrafast"``, ``"fast"`` or ``"medium"``.
+        preset: ``"ultrafast"``, ``"fast"``, ``"balanced"`` or ``"medium"``.
         use_prior: initialise the forward flow of the next pair with the previous forward flow
             (faster convergence on smooth video).
     """
@@ -43,8 +49,14 @@ class DISFlow:
         if preset not in DIS_PRESETS:
             raise InputError(f"unknown DIS preset {preset!r}; choose one of {', '.join(DIS_PRESETS)}")
         self.preset = preset
-        self._fwd = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
-        self._bwd = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+        self._fwd, self._bwd = self._create(preset), self._create(preset)
+
+    @staticmethod
+    def _create(preset: str):
+        dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+        for name, value in _OVERRIDES.get(preset, {}).items():
+            getattr(dis, f"set{name}")(value)
+        return dis
 
     def __call__(self, img1: np.ndarray, img2: np.ndarray):
         g1, g2 = to_gray(img1), to_gray(img2)
