@@ -269,7 +269,7 @@ class VisualOdometry:
 
         Frames matched against a held reference get a rotation-only pose when they are processed;
         once a later frame solves the translation from that reference, their camera centres are
-        placed along it (by frame index) and reported here.
+        placed along it (see :meth:`_revise_held`) and reported here. :func:`run_vo` applies them.
         """
         out, self._corrections = self._corrections, {}
         return out
@@ -374,11 +374,12 @@ class VisualOdometry:
         if not bool(est.valid[0]):
             info.reason = est.reason[0]
             # pure rotation makes E degenerate (every t fits): check the rotation-only model first
-            Rrot = self._rotation_only(x1[valid[0]], x2[valid[0]])
-            self._parallax = float(self._parallax_px(Rrot, x1[valid[0]], x2[valid[0]]).median())
-            if self._parallax < min_parallax:
-                info.reason = ""
-                return self._rotation_result(Rrot, tracked, info, med_flow)
+            if info.matches >= cfg.min_inliers:
+                Rrot = self._rotation_only(x1[valid[0]], x2[valid[0]])
+                self._parallax = float(self._parallax_px(Rrot, x1[valid[0]], x2[valid[0]]).median())
+                if self._parallax < min_parallax:
+                    info.reason = ""
+                    return self._rotation_result(Rrot, tracked, info, med_flow)
             return self._fallback(tracked, info)
         R = est.R[0].double()
         inl = est.inliers[0]
