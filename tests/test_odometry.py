@@ -116,3 +116,18 @@ def test_vo_real_kitti_stereo_is_metric():
     est_len = np.linalg.norm(np.diff(res.poses[:, :3, 3], axis=0), axis=1).sum()
     assert abs(est_len / m.path_length - 1) < 0.05, (est_len, m.path_length)
     assert m.ape_rmse < 0.02 * m.path_length
+
+
+def test_pose_power_splits_and_repeats_a_motion():
+    import cv2
+
+    from trianflow.odometry import _pose_power
+
+    rel = np.eye(4)
+    rel[:3, :3] = cv2.Rodrigues(np.array([0.0, 0.06, 0.0]))[0]
+    rel[:3, 3] = [0.0, 0.0, 3.0]
+    third = _pose_power(rel, 1 / 3)
+    assert np.allclose(third[:3, 3], [0, 0, 1.0])
+    assert np.allclose(cv2.Rodrigues(third[:3, :3])[0].ravel(), [0, 0.02, 0])
+    assert np.allclose(_pose_power(third, 3)[:3, :3], rel[:3, :3])
+    assert np.allclose(_pose_power(rel, 1), rel) and _pose_power(rel, 1) is not rel
