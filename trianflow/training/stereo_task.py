@@ -675,8 +675,8 @@ class StereoMonoTask(StereoTask):
 
     def step(self, batch: dict, ctx: StepContext) -> StepOutput:
         """Stereo objective + TrianFlow flow loss (flow/joint) + triangulation objective (depth/joint)."""
-        from trianflow.losses.flow import flow_loss, flow_valid_mask
-        from trianflow.losses.triangulation import epipolar_distance_map, trianflow_depth_objective
+        from trianflow.losses.flow import flow_valid_mask
+        from trianflow.losses.triangulation import trianflow_depth_objective
         from trianflow.training import tasks as tf
 
         check_stereo_batch(batch, "stereo_mono task", need_next=True)
@@ -703,29 +703,14 @@ class StereoMonoTask(StereoTask):
             # ---- TrianFlow flow loss
             if train_flow:
                 ns = max(1, min(L.num_scales, len(fwd)))
-                res = flow_loss(img1, img2, fwd[:ns], bwd[:ns], alpha=L.ssim_weight, occ_threshold=L.occ_threshold,
-                                use_fb_mask=L.use_fb_mask, fb_abs=L.fb_abs, fb_rel=L.fb_rel,
-                                edge_weight=L.edge_weight, flow_units="scale")
-                fterms = dict(res.terms)
-                if L.w_flow_consis > 0:
-                    mask_b = flow_valid_mask(bwd[0].detach(), fwd[0].detach(), L.occ_threshold, L.use_fb_mask,
-                                             L.fb_abs, L.fb_rel)
-                    fterms["flow_consis"] = (tf.flow_consistency_loss(fwd[0], bwd[0], flow_mask)
-                                             + tf.flow_consistency_loss(bwd[0], fwd[0], mask_b)).mean()
-                total_f, fnamed = weighted_sum(fterms, {"flow": L.w_flow, "flow_smooth": L.w_flow_smooth,
-                                                        "flow_consis": L.w_flow_consis}, strict=False)
+                fterms = tf.flow_loss_terms(L, img1, img2, fwd, bwd, flow_mask, ns)
+                total_f, fnamed = weighted_sum(fterms, tf.flow_weights(L), strict=False)
                 total = total + total_f
                 terms.update({k: v for k, v in fnamed.items() if k != "total"})
             # ---- TrianFlow triangulation losses on the stereo depth
             geo = None
             if stage in ("depth", "joint"):
-                geo = tf.two_view_geometry(fwd[0], bwd[0], K, num_matches=L.num_matches,
-                                           top_ratio=L.match_sample_ratio, threshold=L.inlier_thresh,
-                                           num_hypotheses=L.ransac_iters, min_angle_deg=L.min_ray_angle_deg,
-                                           min_points=tf._MIN_POINTS, seed=self.cfg.train.seed * 1_000_003 + ctx.step)
-                Fm = torch.where(geo.valid.view(b, 1, 1), torch.nan_to_num(geo.pose.F.float()),
-                                 torch.zeros(b, 3, 3, device=dev))
-                epi = epipolar_distance_map(Fm, fwd[0].detach())
+                geo, epi = tf.depth_geometry(L, fwd[0], bwd[0], K, seed=self.cfg.train.seed * 1_000_003 + ctx.step)
                 flow_for_loss = fwd[0] if stage == "joint" else fwd[0].detach()
                 weights = {"tri": L.w_tri, "pf": L.w_pf, "pd": L.w_pd, "smooth": L.w_smooth}
                 dl = out["disp_left"]

@@ -118,6 +118,48 @@ def flow_forward(ctx, img1: torch.Tensor, img2: torch.Tensor, train_flow: bool):
     return [f.float() for f in fwd], [f.float() for f in bwd]
 
 
+def flow_loss_terms(L, img1: torch.Tensor, img2: torch.Tensor, fwd: list, bwd: list, flow_mask: torch.Tensor,
+                    num_scales: int) -> dict:
+    """The unweighted TrianFlow flow-loss terms of both directions (``flow``, ``flow_smooth`` and,
+    when ``L.w_flow_consis > 0``, ``flow_consis``) over the first ``num_scales`` pyramid levels.
+
+    Args:
+        L: the loss config section; fwd, bwd: flow pyramids (finest first); flow_mask: the forward
+            valid mask of the finest level (:func:`~trianflow.losses.flow.flow_valid_mask`).
+    """
+    res = flow_loss(img1, img2, fwd[:num_scales], bwd[:num_scales], alpha=L.ssim_weight,
+                    occ_threshold=L.occ_threshold, use_fb_mask=L.use_fb_mask, fb_abs=L.fb_abs, fb_rel=L.fb_rel,
+                    edge_weight=L.edge_weight, flow_units="scale")
+    terms = dict(res.terms)
+    if L.w_flow_consis > 0:
+        mask_b = flow_valid_mask(bwd[0].detach(), fwd[0].detach(), L.occ_threshold, L.use_fb_mask, L.fb_abs, L.fb_rel)
+        terms["flow_consis"] = (flow_consistency_loss(fwd[0], bwd[0], flow_mask)
+                                + flow_consistency_loss(bwd[0], fwd[0], mask_b)).mean()
+    return terms
+
+
+def flow_weights(L) -> dict:
+    """Term name -> weight of the flow-loss terms, from the loss config section."""
+    return {"flow": L.w_flow, "flow_smooth": L.w_flow_smooth, "flow_consis": L.w_flow_consis}
+
+
+def depth_geometry(L, fwd0: torch.Tensor, bwd0: torch.Tensor, K: torch.Tensor, seed: int):
+    """Two-view geometry of the finest flows for the depth losses, and its epipolar distance map.
+
+    Returns ``(geo, epi)``: :class:`TwoViewGeometry` and ``(B,1,H,W)`` distances to the epipolar
+    lines of F (all zero F for samples without a valid pose).
+    """
+    b = fwd0.shape[0]
+    geo = two_view_geometry(fwd0, bwd0, K, num_matches=L.num_matches, top_ratio=L.match_sample_ratio,
+                            threshold=L.inlier_thresh, num_hypotheses=L.ransac_iters,
+                            min_angle_deg=L.min_ray_angle_deg, min_points=_MIN_POINTS, seed=seed)
+    with torch.autocast(device_type=fwd0.device.type, enabled=False):
+        Fm = torch.where(geo.valid.view(b, 1, 1), torch.nan_to_num(geo.pose.F.float()),
+                         torch.zeros(b, 3, 3, device=fwd0.device))
+        epi = epipolar_distance_map(Fm, fwd0.detach())
+    return geo, epi
+
+
 def bidirectional_flow(model: nn.Module, img1: torch.Tensor, img2: torch.Tensor):
     """Forward and backward flow pyramids of a FlowNet (or its DDP wrapper).
 
@@ -492,26 +534,14 @@ class TrianFlowTask(Task):
             if train_flow:
                 # scales of the pyramid with at least 4x4 pixels (2nd-order smoothness needs 3x3)
                 ns = max(1, min(L.num_scales, sum(1 for f in fwd if min(f.shape[-2:]) >= 4)))
-                res = flow_loss(img1, img2, fwd[:ns], bwd[:ns], alpha=L.ssim_weight, occ_threshold=L.occ_threshold,
-                                use_fb_mask=L.use_fb_mask, fb_abs=L.fb_abs, fb_rel=L.fb_rel,
-                                edge_weight=L.edge_weight, flow_units="scale")
-                fterms = dict(res.terms)
-                if L.w_flow_consis > 0:
-                    mask_b = flow_valid_mask(bwd[0].detach(), fwd[0].detach(), L.occ_threshold, L.use_fb_mask,
-                                             L.fb_abs, L.fb_rel)
-                    fterms["flow_consis"] = (flow_consistency_loss(fwd[0], bwd[0], flow_mask)
-                                             + flow_consistency_loss(bwd[0], fwd[0], mask_b)).mean()
-                total_f, _ = weighted_sum(fterms, {"flow": L.w_flow, "flow_smooth": L.w_flow_smooth,
-                                                   "flow_consis": L.w_flow_consis}, strict=False)
+                fterms = flow_loss_terms(L, img1, img2, fwd, bwd, flow_mask, ns)
+                total_f, _ = weighted_sum(fterms, flow_weights(L), strict=False)
                 losses.append(total_f)
                 terms.update({k: v.detach() for k, v in fterms.items()})
 
         geo = disp_full = depth_full = None
         if stage in ("depth", "joint"):
-            geo = two_view_geometry(fwd[0], bwd[0], K, num_matches=L.num_matches, top_ratio=L.match_sample_ratio,
-                                    threshold=L.inlier_thresh, num_hypotheses=L.ransac_iters,
-                                    min_angle_deg=L.min_ray_angle_deg, min_points=_MIN_POINTS,
-                                    seed=self.cfg.train.seed * 1_000_003 + ctx.step)
+            geo, epi = depth_geometry(L, fwd[0], bwd[0], K, seed=self.cfg.train.seed * 1_000_003 + ctx.step)
             with ctx.autocast():
                 disps = ctx.models["depth"](in1)["disp"]
             dnet = _unwrap(ctx.models["depth"])
@@ -521,9 +551,6 @@ class TrianFlowTask(Task):
             # own photometric flow loss
             flow_for_loss = fwd[0].detach()
             with torch.autocast(device_type=dev.type, enabled=False):
-                Fm = torch.where(geo.valid.view(b, 1, 1), torch.nan_to_num(geo.pose.F.float()),
-                                 torch.zeros(b, 3, 3, device=dev))
-                epi = epipolar_distance_map(Fm, fwd[0].detach())
                 weights = {"tri": L.w_tri, "pf": L.w_pf, "pd": L.w_pd, "smooth": L.w_smooth}
                 nd = max(1, min(L.num_scales, len(disps)))
                 dterms: dict[str, torch.Tensor] = {}
