@@ -152,18 +152,24 @@ def resolve_bench_args(args, min_size: int):
     return device, amp, steps, warmup
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_bench_args(ap: argparse.ArgumentParser, unit: str) -> None:
+    """The options both training benchmarks take: --device --amp --size --batch --steps --warmup --threads
+    (``unit``: what a timed step is counted per, for the help text)."""
     ap.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     ap.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
                     help="autocast dtype of the networks (auto: bf16 on CUDA, off on CPU)")
     ap.add_argument("--size", type=int, nargs=2, default=(256, 832), metavar=("H", "W"))
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=None, help="timed steps per stage (default 20 CUDA, 2 CPU)")
+    ap.add_argument("--steps", type=int, default=None, help=f"timed steps per {unit} (default 20 CUDA, 2 CPU)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5 CUDA, 1 CPU)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_bench_args(ap, "stage")
     ap.add_argument("--stages", nargs="+", default=["flow", "depth", "joint"], choices=("flow", "depth", "joint"))
     ap.add_argument("--channels-last", action="store_true")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--corr", choices=("loop", "unfold"), default=None, help="FlowNet cost-volume method")
     ap.add_argument("--stereo", nargs="*", default=None, metavar="RECIPE",
                     help="also time the stereo recipes (default when given without names: stereo_monodepth "

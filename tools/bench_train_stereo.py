@@ -66,20 +66,14 @@ def bench_recipe(recipe: str, stage: str, batch: dict, device: torch.device, amp
 
 
 def main(argv=None) -> int:
+    from bench_train import add_bench_args, resolve_bench_args  # tools/ is on sys.path when run as a script
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
-    ap.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
-                    help="autocast dtype of the networks (auto: bf16 on CUDA, off on CPU)")
-    ap.add_argument("--size", type=int, nargs=2, default=(256, 832), metavar=("H", "W"))
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=None, help="timed steps per recipe (default 20 CUDA, 2 CPU)")
-    ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5 CUDA, 1 CPU)")
+    add_bench_args(ap, "recipe")
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
     ap.add_argument("--mono-stages", nargs="+", default=["joint"], choices=("flow", "depth", "joint"),
                     help="stages of kitti_stereo_mono to time (default: joint)")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     args = ap.parse_args(argv)
-    from bench_train import resolve_bench_args  # tools/ is on sys.path when run as a script
 
     try:
         device, amp, steps, warmup = resolve_bench_args(args, min_size=64)
