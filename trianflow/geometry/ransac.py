@@ -240,15 +240,14 @@ def _pycolmap_essential(x1n, x2n, thr, confidence, max_iters, seed, x1, x2, K1, 
     return np.asarray(r["E"], dtype=np.float64), np.asarray(r["inlier_mask"], dtype=bool), "ok"
 
 
-def _torch_ransac(x1n, x2n, valid, thr, num_hypotheses, min_inliers, seed, refine_iters: int = 3,
-                  lo_top: int = 16):
+def _torch_ransac(x1n, x2n, valid, thr, num_hypotheses, min_inliers, seed, lo_top: int = 16):
     """Batched RANSAC for E on the device of the inputs (all fp64). Returns E, inliers, ok, reasons.
 
     8-point hypotheses from random minimal sets are scored by MSAC; the ``lo_top`` best of each
     sample are then decomposed (cheirality) and refined by Sampson Levenberg-Marquardt on their
     inliers (local optimisation) and the best refined one is kept. 8-point minimal solutions on
     noisy, forward-moving, narrow-field data are rarely in the right basin themselves; refined, one
-    of the best few nearly always is. ``lo_top=0``: the older IRLS 8-point refinement of the best.
+    of the best few nearly always is.
     """
     b, n, _ = x1n.shape
     dev = x1n.device
@@ -270,17 +269,7 @@ def _torch_ransac(x1n, x2n, valid, thr, num_hypotheses, min_inliers, seed, refin
     # MSAC score: truncated squared error over valid points
     cost = torch.where(valid.unsqueeze(1), d.clamp(max=thr_b**2), torch.zeros_like(d)).sum(-1)
     thr_1 = thr_b.reshape(b, 1)
-    if lo_top > 0:
-        E = _local_optimisation(Eh, cost, x1n, x2n, valid, thr_1, min(lo_top, h), gen)
-    else:
-        E = Eh[torch.arange(b, device=dev), cost.argmin(-1)]
-        for _ in range(refine_iters):
-            r = sampson_distance(E, x1n, x2n, squared=True)
-            inl = (r < thr_1**2) & valid
-            enough = inl.sum(-1) >= 8
-            wts = inl.double() / (1.0 + r / thr_1**2)
-            Er = eight_point(x1n, x2n, weights=wts + 1e-12, essential=True)
-            E = torch.where(enough[:, None, None], Er, E)
+    E = _local_optimisation(Eh, cost, x1n, x2n, valid, thr_1, min(max(lo_top, 1), h), gen)
     r = sampson_distance(E, x1n, x2n, squared=True)
     inl = (r < thr_1**2) & valid
     reasons = ["ok" if bool(o) else f"too few correspondences ({int(c)})" for o, c in zip(ok.tolist(), nvalid.tolist())]

@@ -686,7 +686,6 @@ class Trainer:
         """Ask the loop to stop after the current step (a checkpoint is written)."""
         self._stop_requested = True
 
-    # ---------------------------------------------------------------- tensorboard
     def close(self) -> None:
         """Release the DDP wrappers (each holds the process group and its gloo/NCCL threads).
 
@@ -698,6 +697,7 @@ class Trainer:
         self.wrapped = {k: D.unwrap(m) for k, m in self.wrapped.items()}
         gc.collect()
 
+    # ---------------------------------------------------------------- tensorboard
     def _open_writer(self):
         if not self.info.is_main:
             return None
