@@ -18,7 +18,8 @@ import torch
 
 from trianflow.config import load_config
 from trianflow.training import Trainer
-from trianflow.training.tasks import build_training_dataset, evaluate_against_gt
+from trianflow.data.builders import build_trianflow_dataset
+from trianflow.evaluation.gt_metrics import evaluate_against_gt
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # shorter than the recipe: 2 training pairs instead of 4, fewer steps
@@ -35,7 +36,7 @@ def test_synthetic_recipe_learns_flow_then_depth(tmp_path):
     try:
         cfg = load_config(CONFIGS / "synthetic_flow.yaml",
                           COMMON + [f"train.steps={FLOW_STEPS}", f"train.out_dir={tmp_path / 'flow'}"])
-        data = build_training_dataset(cfg)
+        data = build_trianflow_dataset(cfg)
         trainer = Trainer.from_config(cfg)
         epe0 = evaluate_against_gt(data, flow_net=trainer.models["flow"])["epe"]
         summary = trainer.run()

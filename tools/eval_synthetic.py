@@ -30,7 +30,9 @@ def evaluate(config: str, flow: str | None = None, depth: str | None = None, seq
     from trianflow.config import load_config
     from trianflow.inference import resolve_device
     from trianflow.training.checkpoint import load_checkpoint, load_model_weights
-    from trianflow.training.tasks import TrianFlowTask, build_training_dataset, evaluate_against_gt
+    from trianflow.data.builders import build_trianflow_dataset
+    from trianflow.evaluation.gt_metrics import evaluate_against_gt
+    from trianflow.training.tasks import TrianFlowTask
     from trianflow.training.trainer import seed_everything
 
     ov = list(overrides or []) + ["data.augment=false"]
@@ -51,7 +53,7 @@ def evaluate(config: str, flow: str | None = None, depth: str | None = None, seq
     dev = resolve_device(device)
     for m in models.values():
         m.to(dev)
-    out = evaluate_against_gt(build_training_dataset(cfg), models.get("flow"), models.get("depth"), device=dev)
+    out = evaluate_against_gt(build_trianflow_dataset(cfg), models.get("flow"), models.get("depth"), device=dev)
     out.update({"config": config, "flow": flow, "depth": depth, "sequences": list(cfg.data.sequences),
                 "size": list(cfg.data.size)})
     return out

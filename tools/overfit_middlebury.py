@@ -13,7 +13,7 @@ post-processing): absolute difference between the predicted left disparity (widt
 pixels of the working resolution) and the GT disparity, over the GT pixels that are known (the
 shipped map marks unknown pixels inf; the area-downscaled GT keeps only pixels whose whole
 footprint is known) and non-occluded (derived from the GT by forward splatting along rows,
-:func:`trianflow.training.stereo_task.nonoccluded_mask`, because the scikit-image pair has no
+:func:`trianflow.evaluation.disparity.nonoccluded_mask`, because the scikit-image pair has no
 occlusion mask; pixels that leave the right image are excluded too).
 
 Prints ONE JSON line: the curve (``[step, median_px, mean_px, elapsed_s]`` rows), the final
@@ -64,7 +64,7 @@ def parse_args(argv=None):
 def make_config(args):
     """The training config with the command-line options applied."""
     from trianflow.config import load_config
-    from trianflow.training.stereo_task import MIDDLEBURY_WIDTH
+    from trianflow.data.stereo_pairs import MIDDLEBURY_WIDTH
 
     ov = list(args.overrides)
     if args.steps is not None:
@@ -87,7 +87,8 @@ def run(args) -> dict:
     import numpy as np
     import torch
 
-    from trianflow.training.stereo_task import StereoTask, disparity_errors
+    from trianflow.evaluation.disparity import disparity_errors
+    from trianflow.training.stereo_task import StereoTask
     from trianflow.training.trainer import Trainer, seed_everything
 
     if args.threads:

@@ -93,7 +93,7 @@ def test_static_frame_filtering(seq, tmp_path):
 def test_build_training_dataset(tmp_path):
     from types import SimpleNamespace
 
-    from trianflow.data.sequences_dataset import build_training_dataset
+    from trianflow.data.builders import build_training_dataset
 
     cfg = SimpleNamespace(dataset="synthetic", size=[32, 96], frames=2, stride=1, stereo=True, max_samples=3,
                           augment=True, flip=True, color_jitter=True)

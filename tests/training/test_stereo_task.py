@@ -16,19 +16,12 @@ from trianflow.errors import InputError
 from trianflow.evaluation.depth_metrics import EmptyMaskError
 from trianflow.training.checkpoint import load_checkpoint
 from trianflow.training.registry import available_tasks, get_task
-from trianflow.training.stereo_task import (
-    MiddleburyDataset,
-    StereoMonoTask,
-    StereoTask,
-    build_stereo_dataset,
-    check_stereo_batch,
-    disparity_errors,
-    disparity_target,
-    nonoccluded_mask,
-    resize_disparity,
-    stereo_depth,
-    stereo_objective,
-)
+from trianflow.data.builders import build_stereo_dataset
+from trianflow.data.stereo_pairs import MiddleburyDataset, check_stereo_batch
+from trianflow.evaluation.disparity import disparity_errors, nonoccluded_mask
+from trianflow.geometry.warp import resize_disparity, stereo_depth
+from trianflow.losses.stereo_objective import disparity_target, stereo_objective
+from trianflow.training.stereo_task import StereoMonoTask, StereoTask
 from trianflow.training.trainer import StepContext, Trainer
 
 ROOT = Path(__file__).resolve().parents[2]

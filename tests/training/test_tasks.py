@@ -17,16 +17,14 @@ from trianflow.geometry.pose import rotation_error_deg, translation_angle_deg
 from trianflow.training import Trainer
 from trianflow.training.checkpoint import load_checkpoint
 from trianflow.training.registry import get_task
-from trianflow.training.tasks import (
-    TrianFlowTask,
-    bidirectional_flow,
-    build_training_dataset,
-    flow_consistency_loss,
-    flow_epe,
-    median_scaled_abs_rel,
-    two_view_geometry,
-)
-from trianflow.training.trainer import StepContext, to_display
+from trianflow.data.builders import build_trianflow_dataset
+from trianflow.evaluation.gt_metrics import flow_epe, median_scaled_abs_rel
+from trianflow.geometry.two_view import two_view_geometry
+from trianflow.losses.flow import flow_consistency_loss
+from trianflow.models import bidirectional_flow
+from trianflow.training.tasks import TrianFlowTask
+from trianflow.training.trainer import StepContext
+from trianflow.viz.images import to_display
 
 SMALL_FLOW = "model.flow.pyramid_channels=[8,8,16,16,24,24]"
 
@@ -265,35 +263,35 @@ def test_bidirectional_flow_through_a_ddp_style_wrapper():
 
 def test_synthetic_dataset_specs(tmp_path):
     cfg = make_cfg(tmp_path, "flow", "data.sequences=[straight:1:3:0.5,forward_turn:0:4]", "data.max_samples=4")
-    ds = build_training_dataset(cfg)
+    ds = build_trianflow_dataset(cfg)
     assert len(ds) == 4  # 2 + 3 pairs, truncated to 4
     s = ds[0]
     assert s["image"].shape == (3, 64, 64) and {"image_next", "K", "flow_gt", "depth_gt"} <= set(s)
     assert abs(float(s["pose_gt"][2, 3]) + 0.5) < 1e-5  # 'straight' at 0.5 m/frame: X2 = X1 - (0,0,0.5)
     for bad in ("nope:1", "straight:x", "straight:1:3:-1", "straight:1:2:3:4"):
         with pytest.raises(InputError, match="synthetic sequences are"):
-            build_training_dataset(make_cfg(tmp_path, "flow", f"data.sequences=[{bad}]"))
+            build_trianflow_dataset(make_cfg(tmp_path, "flow", f"data.sequences=[{bad}]"))
     with pytest.raises(InputError, match="frame pairs"):
-        build_training_dataset(make_cfg(tmp_path, "flow", "data.frames=1"))
+        build_trianflow_dataset(make_cfg(tmp_path, "flow", "data.frames=1"))
     with pytest.raises(InputError, match="not supported by the trianflow task"):
-        build_training_dataset(make_cfg(tmp_path, "flow", "data.dataset=stereo_pairs"))
+        build_trianflow_dataset(make_cfg(tmp_path, "flow", "data.dataset=stereo_pairs"))
 
 
 def test_folder_datasets(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError):
-        build_training_dataset(make_cfg(tmp_path, "flow", "data.dataset=image_folder", f"data.root={empty}",
+        build_trianflow_dataset(make_cfg(tmp_path, "flow", "data.dataset=image_folder", f"data.root={empty}",
                                         "data.sequences=[]"))
     with pytest.raises(InputError, match="needs data.root"):
-        build_training_dataset(make_cfg(tmp_path, "flow", "data.dataset=kitti_odometry"))
+        build_trianflow_dataset(make_cfg(tmp_path, "flow", "data.dataset=kitti_odometry"))
     folder = tmp_path / "imgs"
     folder.mkdir()
     rng = np.random.default_rng(0)
     for i in range(4):
         cv2.imwrite(str(folder / f"{i:04d}.png"), rng.integers(0, 255, (48, 80, 3), dtype=np.uint8))
     (folder / "intrinsics.txt").write_text("50 50 40 24\n")
-    ds = build_training_dataset(make_cfg(tmp_path, "flow", "data.dataset=sequence", f"data.root={folder}",
+    ds = build_trianflow_dataset(make_cfg(tmp_path, "flow", "data.dataset=sequence", f"data.root={folder}",
                                          "data.augment=false", "data.sequences=[]"))
     assert len(ds) == 3
     s = ds[1]
@@ -306,7 +304,7 @@ KITTI = __import__("pathlib").Path(__file__).resolve().parents[2] / ".." / "shar
 
 @pytest.mark.skipif(not KITTI.is_dir(), reason=f"shared KITTI snippet not found at {KITTI}")
 def test_kitti_odometry_dataset(tmp_path):
-    ds = build_training_dataset(make_cfg(tmp_path, "flow", "data.dataset=kitti_odometry", f"data.root={KITTI}",
+    ds = build_trianflow_dataset(make_cfg(tmp_path, "flow", "data.dataset=kitti_odometry", f"data.root={KITTI}",
                                          "data.sequences=[]", "data.max_samples=5"))
     assert len(ds) == 5
     s = ds[0]

@@ -16,14 +16,8 @@ from trianflow.errors import InputError
 from trianflow.training import StepOutput, Trainer, TrainingDiverged
 from trianflow.training.checkpoint import load_checkpoint
 from trianflow.training.toy import ToyTask
-from trianflow.training.trainer import (
-    _lr_lambda,
-    colorize,
-    draw_points,
-    flow_to_rgb,
-    seed_everything,
-    to_display,
-)
+from trianflow.training.trainer import _lr_lambda, seed_everything
+from trianflow.viz.images import colorize, draw_points, flow_to_rgb, to_display
 
 
 def make_cfg(tmp_path, *overrides, name="run"):

@@ -14,6 +14,9 @@ are resized bilinearly, ``K`` is rescaled (pixel centres at integer coordinates)
 disparity is resized with nearest-neighbour sampling *and its values multiplied by the width
 ratio* (disparity is measured in pixels). For evaluation, prefer the native resolution.
 
+:class:`MiddleburyDataset` repeats the (augmented) Middlebury pair for overfitting runs;
+:func:`check_stereo_batch` checks that a collated batch is a usable rectified stereo batch.
+
 Bad input raises :class:`trianflow.InputError`: a missing right image, left and right images of
 different sizes, a zero or negative baseline, a missing calibration, an empty dataset.
 """
@@ -29,7 +32,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from trianflow.data.transforms import add_aug_copies
 from trianflow.errors import InputError
+from trianflow.evaluation.disparity import nonoccluded_mask
 from trianflow.io.depth import (StereoCalib, disparity_to_depth, read_kitti_disp_png, read_npy_map,
                                 read_stereo_calib)
 
@@ -47,6 +52,9 @@ MOTORCYCLE_DOFFS = 31.086
 MOTORCYCLE_BASELINE_M = 0.193001
 
 __all__ = [
+    "STEREO_DATASETS",
+    "check_stereo_batch",
+    "MiddleburyDataset",
     "read_rgb",
     "stereo_sample",
     "KittiStereoDataset",
@@ -409,3 +417,115 @@ def middlebury_motorcycle(scale: float = 0.25) -> dict:
     return {"left": np.ascontiguousarray(left), "right": np.ascontiguousarray(right), "disp": d_small,
             "valid": valid, "depth": depth, "K": K, "focal": float(K[0, 0]),
             "baseline": MOTORCYCLE_BASELINE_M, "doffs": float(doffs)}
+
+
+#: dataset names accepted by the stereo tasks (``data.dataset``)
+STEREO_DATASETS = ("kitti_raw", "kitti_odometry", "synthetic", "synthetic_stereo", "sequence", "kitti_stereo",
+                   "stereo_folder", "middlebury")
+
+
+def _frame_ids(batch: dict, mask: Optional[torch.Tensor] = None) -> str:
+    ids = batch.get("frame_id")
+    if not isinstance(ids, (list, tuple)) or not ids:
+        return "this batch"
+    if mask is not None:
+        ids = [i for i, m in zip(ids, mask.tolist()) if m]
+    shown = ", ".join(str(i) for i in ids[:3])
+    return shown + (f" (+{len(ids) - 3} more)" if len(ids) > 3 else "")
+
+
+def check_stereo_batch(batch: dict, what: str = "stereo task", need_next: bool = False) -> None:
+    """Raise :class:`InputError` unless ``batch`` is a usable rectified stereo batch.
+
+    Checks: ``image`` and ``image_right`` present with the same ``(B,3,H,W)`` shape; ``K``
+    ``(B,3,3)`` present; ``baseline`` ``(B,)`` (or scalar) present, finite and > 0 metres;
+    with ``need_next`` also ``image_next`` of the same shape.
+
+    Args:
+        batch: collated sample dict (see :mod:`trianflow.data`).
+        what: how to name the caller in the message.
+        need_next: require the temporal neighbour ``image_next`` (``stereo_mono``).
+    Raises:
+        InputError naming the missing/inconsistent key, the frames and the fix.
+    """
+    if "image" not in batch:
+        raise InputError(f"{what}: the batch has no 'image' (left image)")
+    left = batch["image"]
+    if "image_right" not in batch:
+        raise InputError(
+            f"{what}: the batch has no 'image_right' (right image of {_frame_ids(batch)}); use a stereo dataset "
+            f"(data.dataset: {', '.join(STEREO_DATASETS)}) whose frames have right images"
+        )
+    right = batch["image_right"]
+    if left.dim() != 4 or left.shape[1] != 3:
+        raise InputError(f"{what}: 'image' must be (B,3,H,W), got {tuple(left.shape)}")
+    if tuple(right.shape) != tuple(left.shape):
+        raise InputError(
+            f"{what}: left images are {tuple(left.shape)} but right images are {tuple(right.shape)} "
+            f"({_frame_ids(batch)}); a rectified stereo pair must have one size"
+        )
+    if need_next:
+        if "image_next" not in batch:
+            raise InputError(f"{what}: the batch has no 'image_next' (temporal neighbour); set data.frames to 2 or 3")
+        if tuple(batch["image_next"].shape) != tuple(left.shape):
+            raise InputError(f"{what}: 'image_next' is {tuple(batch['image_next'].shape)} but 'image' is "
+                             f"{tuple(left.shape)}")
+    K = batch.get("K")
+    if K is None or tuple(K.shape) != (left.shape[0], 3, 3):
+        raise InputError(f"{what}: the batch needs intrinsics 'K' of shape (B,3,3), got "
+                         f"{None if K is None else tuple(K.shape)}")
+    if "baseline" not in batch:
+        raise InputError(f"{what}: the batch has no stereo 'baseline' ({_frame_ids(batch)}); the dataset must give "
+                         "the baseline in metres (calibration of the right camera)")
+    bl = torch.as_tensor(batch["baseline"]).reshape(-1)
+    if bl.numel() not in (1, left.shape[0]):
+        raise InputError(f"{what}: 'baseline' has {bl.numel()} values for a batch of {left.shape[0]}")
+    bad = ~(torch.isfinite(bl) & (bl > 0))
+    if bool(bad.any()):
+        vals = ", ".join(f"{float(v):g}" for v in bl[bad][:3])
+        raise InputError(f"{what}: stereo baseline must be > 0 metres (right camera at +x), got {vals} for "
+                         f"{_frame_ids(batch, bad if bl.numel() > 1 else None)}; fix the calibration")
+
+
+#: width of the scikit-image Middlebury motorcycle pair (1/4 of the original Middlebury 2014 size)
+MIDDLEBURY_WIDTH = 741
+
+
+class MiddleburyDataset(Dataset):
+    """The Middlebury 2014 "motorcycle" pair of scikit-image, repeated ``length`` times.
+
+    ``scale`` is relative to the shipped pair (741x500, itself 1/4 of the original Middlebury
+    size); the GT is area-downscaled over valid pixels only
+    (:func:`trianflow.data.stereo_pairs.middlebury_motorcycle`). Samples (see
+    :mod:`trianflow.data.stereo_pairs`): ``image``, ``image_right``, ``K``, ``baseline``,
+    ``disp_gt``/``depth_gt`` (0 where unknown), ``frame_id``. Attributes: ``raw`` (the dict of
+    :func:`~trianflow.data.stereo_pairs.middlebury_motorcycle`), ``sample`` (the un-augmented
+    sample) and ``eval_mask`` (``(H,W)`` bool, known and non-occluded GT pixels of
+    :func:`nonoccluded_mask`, for evaluation).
+
+    Args:
+        scale: in (0, 1]. length: number of items. transform: augmentation (or None).
+    Raises:
+        InputError when scikit-image or its data is missing.
+    """
+
+    def __init__(self, scale: float = 1.0, length: int = 64, transform=None):
+        if length < 1:
+            raise InputError(f"MiddleburyDataset: length must be >= 1, got {length}")
+        m = middlebury_motorcycle(scale)
+        self.raw = m
+        self.sample = stereo_sample(m["left"], m["right"], m["K"], m["baseline"], m["disp"],
+                                    frame_id="middlebury/motorcycle", doffs=m["doffs"])
+        self.eval_mask = nonoccluded_mask(m["disp"], m["valid"])
+        self.length, self.transform = int(length), transform
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < self.length:
+            raise IndexError(i)
+        s = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in self.sample.items()}
+        if self.transform is not None:
+            s = self.transform(s)
+        return add_aug_copies(s)

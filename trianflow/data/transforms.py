@@ -14,6 +14,8 @@ Keys follow :mod:`trianflow.data`: images ``(3,H,W)`` float32 in [0,1]; ``K (3,3
 - :class:`ColorJitter` writes colour-jittered copies ``<key>_aug`` of every image (brightness,
   contrast, saturation, hue rotation, gamma), with the same random parameters for all images of
   one sample; the un-jittered images are kept for the losses.
+- :class:`TransformedDataset` applies a transform (and adds the ``*_aug`` copies) to the samples
+  of another dataset.
 
 Image keys that these transforms know: ``image``, ``image_next``, ``image_prev``, ``image_right``,
 ``image_next_right``, ``image_prev_right`` and their ``*_aug`` copies.
@@ -27,6 +29,7 @@ from typing import Callable, Iterable, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from trianflow.geometry.camera import crop_intrinsics, flip_intrinsics, scale_intrinsics
 
@@ -323,3 +326,29 @@ def default_train_transform(size: Optional[Tuple[int, int]] = (256, 832), flip: 
 def default_eval_transform(size: Optional[Tuple[int, int]] = (256, 832)) -> Compose:
     """Resize only (the ``*_aug`` keys are plain copies)."""
     return Compose([Resize(size) if size is not None else None])
+
+
+class TransformedDataset(Dataset):
+    """Apply a sample transform (augmentation) to the samples of another dataset.
+
+    Args:
+        dataset: map-style dataset of sample dicts.
+        transform: callable ``sample -> sample`` or None; ``*_aug`` copies are added afterwards.
+        length: expose this many items, cycling over ``dataset`` (None: ``len(dataset)``).
+    """
+
+    def __init__(self, dataset: Dataset, transform=None, length: Optional[int] = None):
+        self.dataset, self.transform = dataset, transform
+        self.length = len(dataset) if length is None else int(length)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < self.length:
+            raise IndexError(i)
+        sample = self.dataset[i % len(self.dataset)]  # type: ignore[arg-type]
+        sample = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in sample.items()}
+        if self.transform is not None:
+            sample = self.transform(sample)
+        return add_aug_copies(sample)

@@ -1,4 +1,4 @@
-"""Backward warping by depth + pose and by stereo disparity.
+"""Backward warping by depth + pose and by stereo disparity; stereo depth <-> disparity.
 
 All functions are batched, differentiable torch functions that run on the input's device and
 dtype. Conventions (see DESIGN.md): images ``(B,C,H,W)``, depth ``(B,1,H,W)``, flow
@@ -7,11 +7,16 @@ dtype. Conventions (see DESIGN.md): images ``(B,C,H,W)``, depth ``(B,1,H,W)``, f
 are at integer coordinates.
 
 Warping by optical flow lives in :mod:`trianflow.geometry.flow` (:func:`flow_warp`).
+:func:`stereo_depth` turns a stereo network's width-fraction disparity into metric depth;
+:func:`resize_disparity` brings a disparity map (pixels) to another resolution.
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
+import torch.nn.functional as F
 
 from trianflow.errors import InputError
 from trianflow.geometry.camera import backproject_depth, pixel_grid, project
@@ -131,3 +136,46 @@ def disparity_warp(img: torch.Tensor, disp_px: torch.Tensor, direction: str, pad
         )
     flow = torch.cat([sign * disp_px, torch.zeros_like(disp_px)], dim=1)
     return flow_warp(img, flow, padding_mode=padding_mode)
+
+
+def stereo_depth(disp_frac: torch.Tensor, K: torch.Tensor, baseline, width: int, eps: float = 1e-6) -> torch.Tensor:
+    """Metric depth from a stereo DepthNet disparity given as a fraction of the width.
+
+    ``depth = fx * baseline / (disp_frac * width)``, where ``fx = K[:, 0, 0]`` and ``width`` both
+    refer to the image the network saw. A width fraction does not depend on the pyramid scale, so
+    any scale of the output can be passed with the input's ``K`` and ``width``.
+
+    Args:
+        disp_frac: ``(B,1,H,W)`` disparity as a fraction of the image width.
+        K: ``(B,3,3)`` intrinsics of the network input; width: its width in pixels.
+        baseline: ``(B,)`` tensor or float, metres (> 0).
+        eps: disparity fractions below ``eps`` are clamped (bounded depth, finite gradients).
+    Returns:
+        ``(B,1,H,W)`` depth in metres.
+    """
+    fx = K[:, 0, 0].to(disp_frac.dtype).view(-1, 1, 1, 1)
+    bl = torch.as_tensor(baseline, dtype=disp_frac.dtype, device=disp_frac.device).reshape(-1)
+    bl = bl.expand(disp_frac.shape[0]).reshape(-1, 1, 1, 1)
+    return fx * bl / (disp_frac.clamp(min=eps) * float(width))
+
+
+def resize_disparity(disp_px: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Resize a disparity map (pixels) to ``size = (H, W)``: bilinear, values times ``W / w``.
+
+    This is the rule whenever ground truth has another resolution than the prediction: the
+    prediction is brought to the ground truth, never the other way round (the ground truth is
+    often sparse).
+
+    Args:
+        disp_px: ``(B,1,h,w)`` disparity in pixels of a ``w``-wide image.
+        size: target ``(H, W)``.
+    Returns:
+        ``(B,1,H,W)`` disparity in pixels of a ``W``-wide image (the input itself when the size
+        already matches).
+    """
+    H, W = int(size[0]), int(size[1])
+    h, w = disp_px.shape[-2:]
+    if (h, w) == (H, W):
+        return disp_px
+    out = F.interpolate(disp_px, size=(H, W), mode="bilinear", align_corners=False)
+    return out * (W / w)

@@ -19,6 +19,10 @@ Scales are summed (as in TrianFlow), both directions are summed. On weights: the
 uses ``0.15 * L1 + 0.85 * (1-SSIM)/2`` and ``10 * smooth(flow / 20)`` with edge factor 10; our
 default ``beta = 0.1`` on the same ``smooth(flow / 20)`` is the value the issue asks for, i.e. a
 100x weaker regulariser than that code; pass ``beta=10`` to reproduce it.
+
+:func:`flow_consistency_loss` is the forward-backward consistency term ``flow_consis``;
+:func:`flow_loss_terms` / :func:`flow_weights` compose the TrianFlow flow-stage terms from the
+``loss`` config section (used by the ``trianflow`` and ``stereo_mono`` training tasks).
 """
 
 from __future__ import annotations
@@ -132,3 +136,44 @@ def flow_loss(img1: torch.Tensor, img2: torch.Tensor, flows_fwd: Sequence[torch.
         terms={"flow": photo.mean(), "flow_smooth": smooth.mean()},
         per_sample={"flow": photo, "flow_smooth": smooth, "total": total_ps},
     )
+
+
+def flow_consistency_loss(flow_fwd: torch.Tensor, flow_bwd: torch.Tensor, mask: torch.Tensor | None = None):
+    """Forward-backward consistency ``|f(p) + b(p + f(p))|`` (L1 over both channels) per sample.
+
+    Args:
+        flow_fwd: ``(B,2,H,W)`` flow 1 -> 2 (gradients flow into both flows).
+        flow_bwd: ``(B,2,H,W)`` flow 2 -> 1.
+        mask: ``(B,1,H,W)`` weights (e.g. :func:`~trianflow.losses.flow.flow_valid_mask`), None = all.
+    Returns:
+        ``(B,)`` masked mean of the consistency error in pixels (matches leaving image 2 are
+        ignored).
+    """
+    bwd_at, inside = flow_warp(flow_bwd, flow_fwd, padding_mode="border")
+    m = inside if mask is None else inside * mask.to(inside.dtype)
+    return masked_mean((flow_fwd + bwd_at).abs(), m.detach())
+
+
+def flow_loss_terms(L, img1: torch.Tensor, img2: torch.Tensor, fwd: list, bwd: list, flow_mask: torch.Tensor,
+                    num_scales: int) -> dict:
+    """The unweighted TrianFlow flow-loss terms of both directions (``flow``, ``flow_smooth`` and,
+    when ``L.w_flow_consis > 0``, ``flow_consis``) over the first ``num_scales`` pyramid levels.
+
+    Args:
+        L: the loss config section; fwd, bwd: flow pyramids (finest first); flow_mask: the forward
+            valid mask of the finest level (:func:`~trianflow.losses.flow.flow_valid_mask`).
+    """
+    res = flow_loss(img1, img2, fwd[:num_scales], bwd[:num_scales], alpha=L.ssim_weight,
+                    occ_threshold=L.occ_threshold, use_fb_mask=L.use_fb_mask, fb_abs=L.fb_abs, fb_rel=L.fb_rel,
+                    edge_weight=L.edge_weight, flow_units="scale")
+    terms = dict(res.terms)
+    if L.w_flow_consis > 0:
+        mask_b = flow_valid_mask(bwd[0].detach(), fwd[0].detach(), L.occ_threshold, L.use_fb_mask, L.fb_abs, L.fb_rel)
+        terms["flow_consis"] = (flow_consistency_loss(fwd[0], bwd[0], flow_mask)
+                                + flow_consistency_loss(bwd[0], fwd[0], mask_b)).mean()
+    return terms
+
+
+def flow_weights(L) -> dict:
+    """Term name -> weight of the flow-loss terms, from the loss config section."""
+    return {"flow": L.w_flow, "flow_smooth": L.w_flow_smooth, "flow_consis": L.w_flow_consis}

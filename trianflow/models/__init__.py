@@ -7,6 +7,9 @@ Training stores it in checkpoints; :func:`model_from_arch` rebuilds the model an
 Config dicts for :func:`build_flownet` / :func:`build_depthnet` hold constructor arguments
 (unknown keys are an :class:`~trianflow.errors.InputError`); ``build_depthnet`` also accepts
 ``pretrained_encoder: <path to a torchvision resnet18 .pth>``.
+
+:func:`unwrap_model` strips a ``DistributedDataParallel`` wrapper; :func:`bidirectional_flow` runs a
+FlowNet (or its DDP wrapper) in both directions.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ __all__ = [
     "build_depthnet",
     "model_from_arch",
     "check_state_dict",
+    "unwrap_model",
+    "bidirectional_flow",
     "MODEL_CLASSES",
 ]
 
@@ -123,3 +128,28 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
     if unexpected and all(k.startswith("module.") for k in unexpected):
         hint = "; keys carry a DDP 'module.' prefix: strip it before loading"
     raise InputError(f"{source} does not match {type(model).__name__}: " + ", ".join(parts) + hint)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel`` wrapper, or ``model`` itself."""
+    return getattr(model, "module", model) if type(model).__name__ == "DistributedDataParallel" else model
+
+
+def bidirectional_flow(model: nn.Module, img1: torch.Tensor, img2: torch.Tensor):
+    """Forward and backward flow pyramids of a FlowNet (or its DDP wrapper).
+
+    A plain :class:`~trianflow.models.FlowNet` runs :meth:`~trianflow.models.FlowNet.forward_bidirectional`
+    (one feature pass for both directions). A DDP wrapper only forwards ``forward``, so the pairs
+    ``(1,2)`` and ``(2,1)`` are stacked along the batch and run through it in one call.
+
+    Args:
+        model: FlowNet or ``DistributedDataParallel(FlowNet)``.
+        img1, img2: ``(B,3,H,W)`` in [0,1].
+    Returns:
+        ``(fwd, bwd)``: lists of 5 flows ``(B,2,H_s,W_s)`` (strides 1, 4, 8, 16, 32), fp32.
+    """
+    if unwrap_model(model) is model:
+        return model.forward_bidirectional(img1, img2)
+    b = img1.shape[0]
+    outs = model(torch.cat([img1, img2], 0), torch.cat([img2, img1], 0))
+    return [o[:b] for o in outs], [o[b:] for o in outs]

@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch import nn
 
 from trianflow.errors import InputError
+from trianflow.models import unwrap_model
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,4 @@ def wrap_ddp(model: nn.Module, device: torch.device, find_unused_parameters: boo
     return DDP(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DDP wrapper (or the model itself)."""
-    return getattr(model, "module", model) if type(model).__name__ == "DistributedDataParallel" else model
+unwrap = unwrap_model  # the module inside a DDP wrapper (or the model itself)

@@ -2,9 +2,9 @@
 
 A task factory is a callable ``factory(cfg: TrainConfig) -> task`` (usually a :class:`Task`
 subclass) implementing the protocol documented in ``trianflow.training.trainer``. The built-in
-``toy`` task lives in ``trianflow.training.toy``; the real tasks (``trianflow``, ``stereo``,
-...) register themselves in ``trianflow.training.tasks``, which :func:`get_task` imports lazily
-when it exists.
+``toy`` task lives in ``trianflow.training.toy``; the real tasks register themselves in
+``trianflow.training.tasks`` (``trianflow``) and ``trianflow.training.stereo_task`` (``stereo``,
+``stereo_mono``), which :func:`get_task` imports lazily when they exist.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 __all__ = ["register_task", "get_task", "available_tasks"]
 
 _TASKS: dict[str, Callable] = {}
-_LAZY_MODULES = ("trianflow.training.toy", "trianflow.training.tasks")
+_LAZY_MODULES = ("trianflow.training.toy", "trianflow.training.tasks", "trianflow.training.stereo_task")
 _loaded = False
 
 
