@@ -415,7 +415,8 @@ def write_flow_outputs(out_dir: PathLike, stem: str, flow: np.ndarray, max_flow:
 def write_depth_outputs(out_dir: PathLike, stem: str, depth: np.ndarray) -> dict:
     """Write ``out_dir/depth/<stem>.png`` (16-bit, depth x 256 as KITTI), ``out_dir/npy/<stem>.npy``
     (float32) and ``out_dir/vis/<stem>.png`` (inverse-depth colour map); returns the paths."""
-    from trianflow.io.depth import colorize_inverse_depth, write_depth_npy, write_kitti_depth_png, write_rgb_png
+    from trianflow.io.depth import write_depth_npy, write_kitti_depth_png, write_rgb_png
+    from trianflow.viz.colormaps import colorize_inverse_depth
 
     out = Path(out_dir)
     for sub in ("depth", "npy", "vis"):

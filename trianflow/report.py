@@ -17,14 +17,14 @@ pass ``sequence=`` (CLI ``--sequence``). Ground truth: ``gt=`` a KITTI/TUM file,
 sequence's own poses when it has them.
 
 The HTML page is self-contained (PNG images embedded as base64), so it can be mailed or
-attached to an issue as one file.
+attached to an issue as one file. The figures are drawn by :mod:`trianflow.viz.plots`; this module
+gathers the data and writes the page, and never prints.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import logging
 import os
 from dataclasses import dataclass, field
@@ -36,6 +36,8 @@ import numpy as np
 from trianflow.errors import InputError
 from trianflow.io.atomic import atomic_path, write_json, write_text
 from trianflow.run_dir import RunData, load_run
+from trianflow.viz.plots import (correspondence_figure, figure_png, frame_stats_figure, ground_plane_axes,
+                                  trajectory_error_figure, trajectory_top_view_figure)
 
 log = logging.getLogger(__name__)
 
@@ -161,50 +163,19 @@ def _is_tum(path) -> bool:
 # ------------------------------------------------------------------------------------------------
 # figures
 # ------------------------------------------------------------------------------------------------
-def _fig_png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=fig.dpi, bbox_inches="tight")
-    return buf.getvalue()
-
-
-def ground_plane_axes(poses: np.ndarray) -> tuple:
-    """The two world axes of the ground plane for a top view of camera poses ``(N,4,4)`` c2w:
-    the axis most aligned with the cameras' mean "down" direction (image y) is left out.
-    KITTI-style camera-frame trajectories give ``(0, 2)``, TUM-style world frames ``(0, 1)``."""
-    down = np.asarray(poses, dtype=np.float64)[:, :3, 1].mean(axis=0)
-    vertical = int(np.argmax(np.abs(down)))
-    a, b = [k for k in range(3) if k != vertical]
-    return a, b
-
-
 def _trajectory_figure(data: ReportData):
-    from trianflow.cli.plots import new_figure, plot_error_along_path, plot_top_view
-
     run = data.run
     if data.metrics_arrays is not None:
         a = data.metrics_arrays
-        fig = new_figure(13.0, 5.0)
-        ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-        plot_top_view(ax1, a["gt_xyz"], a["est_xyz"], a["ape"], axes=ground_plane_axes(a["gt_poses"]))
-        ax1.set_title(f"top view ({data.metrics['align']}-aligned estimate, coloured by APE)")
-        gt = a["gt_xyz"]
-        dist = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(gt, axis=0), axis=1))])
-        plot_error_along_path(ax2, dist, a["ape"])
-        ax2.set_title("APE along the path")
-        return fig
-    fig = new_figure(7.0, 5.0)
-    ax = fig.add_subplot(1, 1, 1)
-    plot_top_view(ax, None, run.poses[:, :3, 3], axes=ground_plane_axes(run.poses))
-    ax.set_title("top view of the estimate (no ground truth)")
-    return fig
+        titles = (f"top view ({data.metrics['align']}-aligned estimate, coloured by APE)", "APE along the path")
+        return trajectory_error_figure(a["gt_xyz"], a["est_xyz"], a["ape"], axes=ground_plane_axes(a["gt_poses"]),
+                                       titles=titles, size=(13.0, 5.0))
+    return trajectory_top_view_figure(run.poses[:, :3, 3], axes=ground_plane_axes(run.poses))
 
 
 def _frames_figure(data: ReportData):
-    from trianflow.cli.plots import new_figure
-
     run = data.run
     n = len(run.poses)
-    idx = np.arange(n)
 
     def col(name):
         vals = []
@@ -215,33 +186,9 @@ def _frames_figure(data: ReportData):
                 vals.append(float("nan"))
         return np.asarray(vals) if len(vals) == n else np.full(n, np.nan)
 
-    status = _frame_status(run)
-    fig = new_figure(13.0, 6.0)
-    ax1, ax2 = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2, sharex=None)
-    ax1.plot(idx, col("matches"), "-", color="0.6", lw=1, label="matches")
-    ax1.plot(idx, col("inliers"), "-", color="tab:blue", lw=1.5, label="inliers")
-    ax1.plot(idx, col("triangulated"), "-", color="tab:green", lw=1, label="triangulated")
-    marks = {"pnp": ("tab:orange", "v"), "const_vel": ("tab:red", "x"), "static": ("tab:gray", "s"),
-             "rotation": ("tab:purple", "o")}
-    ymax = np.nanmax(col("matches")) if np.isfinite(col("matches")).any() else 1.0
-    for name, (c, mk) in marks.items():
-        sel = [i for i, s in enumerate(status) if s == name]
-        if sel:
-            ax1.plot(sel, np.full(len(sel), 0.03 * ymax), mk, color=c, ms=7, ls="none", label=f"{name} ({len(sel)})")
     kfs = run.meta.get("refine", {}).get("keyframes") if isinstance(run.meta.get("refine"), dict) else None
-    if kfs:
-        ax1.plot(kfs, np.full(len(kfs), 0.97 * ymax), "|", color="k", ms=8, ls="none", label="keyframes")
-    ax1.set_ylabel("correspondences")
-    ax1.set_title("per-frame correspondences (unsolved / degenerate frames marked)")
-    ax1.grid(True, alpha=0.3)
-    ax1.legend(loc="best", fontsize="small", ncol=3)
-    ax2.plot(idx, 1000 * col("seconds"), "-", color="tab:red", lw=1.2, label="frame time (VO step)")
-    ax2.set_xlabel("frame")
-    ax2.set_ylabel("ms")
-    ax2.set_title("per-frame processing time")
-    ax2.grid(True, alpha=0.3)
-    ax2.legend(loc="best", fontsize="small")
-    return fig
+    return frame_stats_figure(col("matches"), col("inliers"), col("triangulated"), col("seconds"),
+                              _frame_status(run), keyframes=kfs)
 
 
 def _frame_points(run: RunData, i: int):
@@ -273,38 +220,8 @@ def _frame_points(run: RunData, i: int):
 
 
 def _correspondence_figure(data: ReportData, i: int, image: np.ndarray, max_lines: int = 400):
-    from trianflow.cli.plots import new_figure
-
-    run = data.run
-    xy, xy2, depth = _frame_points(run, i)
-    h, w = image.shape[:2]
-    fig = new_figure(13.0, 2 * 13.0 * h / w / 1.9 + 1.2)
-    ax1, ax2 = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
-    ax1.imshow(image)
-    if xy2 is not None and len(xy):
-        ok = np.isfinite(xy2).all(axis=1)
-        sel = np.flatnonzero(ok)
-        if len(sel) > max_lines:
-            sel = sel[np.linspace(0, len(sel) - 1, max_lines).astype(int)]
-        from matplotlib.collections import LineCollection
-
-        ax1.add_collection(LineCollection(np.stack([xy[sel], xy2[sel]], 1), colors="lime", linewidths=0.8))
-        ax1.plot(xy[sel, 0], xy[sel, 1], ".", color="yellow", ms=2)
-    ax1.set_title(f"frame {i}: {len(xy)} inlier correspondences (lines to their position in the next frame)")
-    ax1.set_xlim(0, w - 1)
-    ax1.set_ylim(h - 1, 0)
-    ax1.axis("off")
-    ax2.imshow((image * 0.45).astype(np.uint8))
-    front = depth > 0
-    if front.any():
-        sc = ax2.scatter(xy[front, 0], xy[front, 1], c=depth[front], s=6, cmap="turbo_r",
-                         vmin=np.percentile(depth[front], 2), vmax=np.percentile(depth[front], 98))
-        fig.colorbar(sc, ax=ax2, shrink=0.8, label="depth (trajectory units)")
-    ax2.set_title(f"frame {i}: sparse triangulated depth of {int(front.sum())} points (no depth network in this run)")
-    ax2.set_xlim(0, w - 1)
-    ax2.set_ylim(h - 1, 0)
-    ax2.axis("off")
-    return fig
+    xy, xy2, depth = _frame_points(data.run, i)
+    return correspondence_figure(image, i, xy, xy2, depth, max_lines=max_lines)
 
 
 FRAME_CAPTION = ("Top: the inlier correspondences of the frame (lines to the matched pixel in the next frame). "
@@ -320,10 +237,10 @@ def render_figures(data: ReportData) -> List[tuple]:
     frames_caption = ("Matches, essential-matrix inliers and triangulated points per frame; frames the VO could "
                       "not solve from the images (pnp, const_vel) and degenerate ones (static, rotation) are "
                       "marked, keyframes are ticked. Below: time per frame.")
-    out = [("trajectory", "Trajectory", _fig_png(_trajectory_figure(data)), traj_caption),
-           ("frames", "Per-frame correspondences and timing", _fig_png(_frames_figure(data)), frames_caption)]
+    out = [("trajectory", "Trajectory", figure_png(_trajectory_figure(data)), traj_caption),
+           ("frames", "Per-frame correspondences and timing", figure_png(_frames_figure(data)), frames_caption)]
     for i, img in data.frames:
-        out.append((f"frame_{i:06d}", f"Frame {i}", _fig_png(_correspondence_figure(data, i, img)), FRAME_CAPTION))
+        out.append((f"frame_{i:06d}", f"Frame {i}", figure_png(_correspondence_figure(data, i, img)), FRAME_CAPTION))
     return out
 
 

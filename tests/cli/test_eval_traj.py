@@ -1,4 +1,4 @@
-"""Tests for ``trianflow eval-traj`` (through trianflow.cli.main) and trianflow.cli.plots."""
+"""Tests for ``trianflow eval-traj`` (through trianflow.cli.main) and trianflow.viz.plots."""
 
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ def test_bad_plot_extension(capsys, kitti_pair, tmp_path):
 
 
 def test_top_view_axes_and_report_helper(tmp_path):
-    from trianflow.cli.plots import check_figure_path, plot_trajectory_report, top_view_axes
+    from trianflow.viz.plots import check_figure_path, plot_trajectory_report, top_view_axes
 
     gt = drive(300)
     assert top_view_axes(gt[:, :3, 3]) == (0, 2)  # KITTI camera frame: x-z plane

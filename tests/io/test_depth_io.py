@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from trianflow.errors import InputError
-from trianflow.io.depth import (StereoCalib, colorize, colorize_error, colorize_inverse_depth, depth_to_disparity,
+from trianflow.io.depth import (StereoCalib, depth_to_disparity,
                                 disparity_to_depth, parse_stereo_calib, read_depth_stack, read_kitti_depth_png,
                                 read_kitti_disp_png, read_npy_map, read_stereo_calib, write_depth_npy,
-                                write_kitti_depth_png, write_kitti_disp_png, write_rgb_png)
+                                write_kitti_depth_png, write_kitti_disp_png)
 
 # calib_cam_to_cam.txt lines of KITTI raw 2011_09_26 (P_rect_02 / P_rect_03, as published)
 KITTI_CAM_TO_CAM = """calib_time: 09-Jan-2012 13:57:47
@@ -129,22 +129,3 @@ def test_disparity_depth_conversion():
         disparity_to_depth(disp, 721.5, 0.0)
 
 
-def test_colorize_maps_range_and_mask(tmp_path):
-    import matplotlib
-
-    vals = np.linspace(0, 1, 12).reshape(3, 4)
-    mask = np.ones((3, 4), bool)
-    mask[0, 0] = False
-    rgb = colorize(vals, mask, cmap="viridis", vmin=0.0, vmax=1.0)
-    assert rgb.shape == (3, 4, 3) and rgb.dtype == np.uint8
-    assert np.all(rgb[0, 0] == 0)
-    end = (np.array(matplotlib.colormaps["viridis"](1.0)[:3]) * 255 + 0.5).astype(np.uint8)
-    assert np.array_equal(rgb[2, 3], end)
-    err = colorize_error(np.array([[0.0, 0.6]]), vmax=0.3)  # 0 -> blue end of jet, >= vmax -> red end
-    assert err[0, 0, 2] > 100 and err[0, 0, 0] < 50 and err[0, 1, 0] > 100 and err[0, 1, 2] < 50
-    inv = colorize_inverse_depth(np.array([[1.0, 100.0, 0.0]]))
-    assert inv[0, 0].sum() > inv[0, 1].sum() and np.all(inv[0, 2] == 0)  # near is brighter (magma)
-    write_rgb_png(tmp_path / "c.png", rgb)
-    assert np.array_equal(cv2.imread(str(tmp_path / "c.png"))[..., ::-1], rgb)
-    with pytest.raises(InputError, match="colour map"):
-        colorize(vals, cmap="no-such-map")

@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from trianflow.cli.plots import plot_trajectory_report
+    from trianflow.viz.plots import plot_trajectory_report
     from trianflow.data import open_sequence
     from trianflow.data.synthetic import synthetic_sequence, write_kitti_layout
     from trianflow.errors import InputError

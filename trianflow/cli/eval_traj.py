@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from trianflow.evaluation.trajectory import evaluate_trajectory
 
     if args.plot is not None:
-        from trianflow.cli.plots import check_figure_path
+        from trianflow.viz.plots import check_figure_path
 
         check_figure_path(args.plot)  # fail before any work on a bad extension
 
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     if args.plot is not None:
-        from trianflow.cli.plots import plot_trajectory_report
+        from trianflow.viz.plots import plot_trajectory_report
 
         title = f"{Path(m.est_name).name} vs {Path(m.gt_name).name} ({m.align}"
         title += f", scale {m.scale:.4g}" if m.align == "sim3" else ""

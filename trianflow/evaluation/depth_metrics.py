@@ -253,7 +253,7 @@ def depth_error_image(pred, gt, crop: Optional[str] = "none", min_depth: float =
     """
     import cv2
 
-    from trianflow.io.depth import colorize_error, colorize_inverse_depth
+    from trianflow.viz.colormaps import colorize_error, colorize_inverse_depth
 
     g = _np(gt).astype(np.float64)
     p = resize_prediction(np.nan_to_num(_np(pred).astype(np.float64), nan=0.0, posinf=max_depth, neginf=0.0),

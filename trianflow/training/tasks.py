@@ -67,7 +67,7 @@ from trianflow.errors import InputError
 from trianflow.evaluation.gt_metrics import flow_epe, median_scaled_abs_rel
 from trianflow.geometry.flow import occlusion_mask
 from trianflow.geometry.pose import rotation_error_deg
-from trianflow.geometry.two_view import MIN_POINTS, TwoViewGeometry, two_view_geometry
+from trianflow.geometry.two_view import MIN_POINTS, two_view_geometry
 from trianflow.losses.flow import flow_loss_terms, flow_valid_mask, flow_weights
 from trianflow.losses.objective import weighted_sum
 from trianflow.losses.triangulation import epipolar_distance_map, epipolar_mask, trianflow_depth_objective
@@ -102,7 +102,7 @@ def flow_forward(ctx, img1: torch.Tensor, img2: torch.Tensor, train_flow: bool):
 def depth_geometry(L, fwd0: torch.Tensor, bwd0: torch.Tensor, K: torch.Tensor, seed: int):
     """Two-view geometry of the finest flows for the depth losses, and its epipolar distance map.
 
-    Returns ``(geo, epi)``: :class:`TwoViewGeometry` and ``(B,1,H,W)`` distances to the epipolar
+    Returns ``(geo, epi)``: :class:`~trianflow.geometry.two_view.TwoViewGeometry` and ``(B,1,H,W)`` distances to the epipolar
     lines of F (all zero F for samples without a valid pose).
     """
     b = fwd0.shape[0]

@@ -1,0 +1,90 @@
+"""Colour maps of scalar images as ``(H,W,3)`` uint8 RGB (numpy): depth, inverse depth, errors.
+
+matplotlib is imported inside :func:`colorize_map` only (its colour-map tables), never pyplot.
+Used by ``trianflow depth`` (``--vis``), ``trianflow eval-depth --vis`` and
+:func:`trianflow.evaluation.depth_metrics.depth_error_image`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from trianflow.errors import InputError
+
+__all__ = ["colorize_map", "colorize_inverse_depth", "colorize_error"]
+
+
+def colorize_map(values: np.ndarray, mask: Optional[np.ndarray] = None, cmap: str = "magma",
+             vmin: Optional[float] = None, vmax: Optional[float] = None,
+             invalid_color=(0, 0, 0)) -> np.ndarray:
+    """Map ``(H,W)`` values to an ``(H,W,3)`` uint8 RGB image with a matplotlib colour map.
+
+    Args:
+        values: ``(H,W)`` numbers (numpy or torch).
+        mask: optional ``(H,W)`` bool; False pixels (and non-finite values) get ``invalid_color``.
+        cmap: any matplotlib colour-map name (``"magma"``, ``"viridis"``, ``"jet"``, ...).
+        vmin, vmax: value range mapped to the ends of the colour map; by default the 5th / 95th
+            percentile of the valid values (min/max when fewer than 20 valid pixels).
+    """
+    import matplotlib
+
+    v = _numpy(values).astype(np.float64)
+    if v.ndim != 2:
+        raise InputError(f"colorize_map: expected a (H,W) map, got shape {v.shape}")
+    valid = np.isfinite(v)
+    if mask is not None:
+        m = _numpy(mask).astype(bool)
+        if m.shape != v.shape:
+            raise InputError(f"colorize_map: mask shape {m.shape} differs from values {v.shape}")
+        valid &= m
+    vals = v[valid]
+    if vmin is None or vmax is None:
+        if vals.size == 0:
+            lo, hi = 0.0, 1.0
+        elif vals.size < 20:
+            lo, hi = float(vals.min()), float(vals.max())
+        else:
+            lo, hi = (float(x) for x in np.percentile(vals, [5, 95]))
+        vmin = lo if vmin is None else vmin
+        vmax = hi if vmax is None else vmax
+    span = vmax - vmin if vmax > vmin else 1.0
+    t = np.clip((np.where(valid, v, vmin) - vmin) / span, 0.0, 1.0)
+    try:
+        cm = matplotlib.colormaps[cmap]
+    except KeyError as exc:
+        raise InputError(f"unknown colour map {cmap!r} (use a matplotlib name such as magma or jet)") from exc
+    rgb = (cm(t)[..., :3] * 255.0 + 0.5).astype(np.uint8)
+    rgb[~valid] = np.asarray(invalid_color, dtype=np.uint8)
+    return rgb
+
+
+def colorize_inverse_depth(depth: np.ndarray, mask: Optional[np.ndarray] = None, cmap: str = "magma") -> np.ndarray:
+    """Colour-map ``(H,W)`` depth by its inverse (near = bright): ``(H,W,3)`` uint8 RGB.
+
+    Pixels with depth <= 0, non-finite, or outside ``mask`` are black.
+    """
+    d = _numpy(depth).astype(np.float64)
+    valid = np.isfinite(d) & (d > 0)
+    if mask is not None:
+        valid &= _numpy(mask).astype(bool)
+    inv = np.zeros_like(d)
+    inv[valid] = 1.0 / d[valid]
+    vmax = float(np.percentile(inv[valid], 95)) if valid.any() else 1.0
+    return colorize_map(inv, valid, cmap=cmap, vmin=0.0, vmax=vmax)
+
+
+def colorize_error(error: np.ndarray, mask: Optional[np.ndarray] = None, vmax: float = 0.3,
+                   cmap: str = "jet") -> np.ndarray:
+    """Colour-map an ``(H,W)`` error map on the fixed range ``[0, vmax]`` (blue = 0, red >= vmax).
+
+    A fixed range makes images of different frames comparable. Pixels outside ``mask`` are black.
+    """
+    return colorize_map(error, mask, cmap=cmap, vmin=0.0, vmax=vmax)
+
+
+def _numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
