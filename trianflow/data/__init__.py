@@ -5,8 +5,9 @@ Two kinds of objects live here.
 **Frame sequences** (for VO and inference) implement :class:`FrameSequence`: an ordered list of
 frames with one pinhole camera, timestamps, and optionally a right camera (stereo) and ground-truth
 poses. :func:`open_sequence` picks the right reader for a path (KITTI odometry folder, TUM RGB-D
-folder, plain image folder, video file) and raises :class:`trianflow.InputError` with a clear
-message on bad input.
+folder, plain image folder, video file) from the reader registry (:func:`register_reader`; the
+built-in readers register themselves when this package is imported) and raises
+:class:`trianflow.InputError` with a clear message on bad input.
 
 **Training datasets** (``torch.utils.data.Dataset``) return *sample dicts*. Keys (all optional
 except ``image`` and ``K``), with shapes for one sample (the DataLoader adds the batch dim B):
@@ -35,10 +36,20 @@ key                shape / type        meaning
 ``*_aug`` exists for every image key. After a stereo flip (left and right swapped) the dense
 ground truth ``depth_gt``/``disp_gt``/``flow_gt``/``flow_valid`` is set to 0 (unknown).
 
+Modules: readers ``kitti_odometry``, ``kitti_raw``, ``tum``, ``image_folder``, ``video``,
+``synthetic`` (renderer with exact ground truth); ``sequences_dataset`` (pairs over any sequence,
+static-frame filtering); ``stereo_pairs`` (KITTI stereo, stereo folders, Middlebury);
+``transforms`` (augmentation that keeps K right); ``builders`` (``data.dataset`` name -> dataset
+for the training tasks). Import direction: readers -> ``sequence``; datasets -> readers;
+``builders`` -> everything; nothing imports ``builders`` back.
+
 Conventions: pixel centres at integer coordinates; camera x right, y down, z forward; poses are
 4x4 column-vector transforms, ``T_1to2`` maps X1 to X2 = R X1 + t.
 """
 
-from trianflow.data.sequence import FrameSequence, open_sequence
+from trianflow.data.sequence import FrameSequence, open_sequence, register_reader, registered_readers
 
-__all__ = ["FrameSequence", "open_sequence"]
+# the built-in readers register themselves with trianflow.data.sequence when imported
+from trianflow.data import image_folder, kitti_odometry, tum, video  # noqa: E402,F401  isort: skip
+
+__all__ = ["FrameSequence", "open_sequence", "register_reader", "registered_readers"]

@@ -17,7 +17,7 @@ from typing import List, Optional
 import cv2
 import numpy as np
 
-from trianflow.data.sequence import FrameSequence
+from trianflow.data.sequence import FrameSequence, register_reader
 from trianflow.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -234,3 +234,9 @@ def open_image_folder(path: Path | str, K: Optional[np.ndarray] = None, max_fram
         kind="image_folder",
         files=files,
     )
+
+
+register_reader("image_folder", lambda p: p.is_dir(),
+                lambda p, K=None, max_frames=None, fps=None, **_: open_image_folder(p, K=K, max_frames=max_frames,
+                                                                                     fps=fps),
+                priority=0)

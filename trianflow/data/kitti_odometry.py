@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from trianflow.data.image_folder import check_png_sizes, list_images, read_image, read_sized_image
-from trianflow.data.sequence import FrameSequence
+from trianflow.data.sequence import FrameSequence, register_reader
 from trianflow.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -258,6 +258,12 @@ def open_kitti_odometry(path: Union[str, Path], stereo: bool = False, max_frames
         meta={"calib": {k: v for k, v in calib.items()}, "camera": left_dir, "gt_file": str(gt_path) if gt_path else None},
         files=files, right_files=right_files,
     )
+
+
+register_reader("kitti_odometry", is_kitti_odometry,
+                lambda p, K=None, stereo=False, max_frames=None, **_: open_kitti_odometry(p, stereo=stereo,
+                                                                                      max_frames=max_frames, K=K),
+                priority=20)
 
 
 def find_kitti_sequences(root: Union[str, Path], sequences: Optional[Sequence] = None) -> List[Path]:

@@ -1,11 +1,16 @@
-"""The :class:`FrameSequence` interface and :func:`open_sequence`, the reader dispatcher."""
+"""The :class:`FrameSequence` interface, the reader registry and :func:`open_sequence`.
+
+Readers register themselves (:func:`register_reader`) when their module is imported; the package
+``trianflow.data`` imports the built-in readers (KITTI odometry, TUM RGB-D, image folder, video),
+so this module never imports a reader and the readers import only this module: no import circle.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -97,6 +102,40 @@ def parse_intrinsics(text: str) -> np.ndarray:
     return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class SequenceReader:
+    """A registered reader of frame sequences.
+
+    Attributes:
+        kind: reader name (``FrameSequence.kind`` of what it opens).
+        detect: ``detect(path: Path) -> bool``, True when the reader recognises ``path``.
+        open: ``open(path: Path, K=None, stereo=False, max_frames=None, fps=None) -> FrameSequence``
+            (``K`` is a ``(3,3)`` array or None; a reader ignores options it has no use for).
+        priority: readers are tried from the highest priority down (ties: registration order).
+    """
+
+    kind: str
+    detect: Callable[[Path], bool]
+    open: Callable[..., FrameSequence]
+    priority: int = 0
+
+
+_READERS: Dict[str, SequenceReader] = {}
+
+
+def register_reader(kind: str, detect: Callable[[Path], bool], open: Callable[..., FrameSequence],
+                    priority: int = 0) -> SequenceReader:
+    """Register (or replace) the reader ``kind`` for :func:`open_sequence`; returns it."""
+    reader = SequenceReader(kind, detect, open, int(priority))
+    _READERS[kind] = reader
+    return reader
+
+
+def registered_readers() -> List[SequenceReader]:
+    """The registered readers in the order :func:`open_sequence` tries them."""
+    return sorted(_READERS.values(), key=lambda r: -r.priority)
+
+
 def open_sequence(
     path: os.PathLike | str,
     intrinsics: Optional[str | Sequence[float] | np.ndarray] = None,
@@ -104,33 +143,30 @@ def open_sequence(
     max_frames: Optional[int] = None,
     fps: Optional[float] = None,
 ) -> FrameSequence:
-    """Open a sequence of frames, picking the reader from the layout of ``path``.
+    """Open a sequence of frames with the first registered reader that recognises ``path``.
 
+    Built-in readers, in the order they are tried:
+
+    - a video file: decoded with OpenCV (``intrinsics`` required; ``fps`` overrides the file's);
     - a folder with ``calib.txt`` and ``image_2/`` or ``image_0/``: KITTI odometry (stereo from
       ``image_3/``/``image_1/`` when ``stereo``);
     - a folder with ``rgb.txt``: TUM RGB-D (freiburg1/2/3 default intrinsics from the folder name,
       or ``intrinsics``);
-    - a folder of images: plain image folder (``intrinsics`` required unless a ``calib.txt``
-      / ``intrinsics.txt`` with ``fx fy cx cy`` lies beside them);
-    - a video file: decoded with OpenCV (``intrinsics`` required; ``fps`` overrides the file's).
+    - any other folder: plain image folder (``intrinsics`` required unless a ``calib.txt``
+      / ``intrinsics.txt`` with ``fx fy cx cy`` lies beside the images).
 
     ``intrinsics`` may be a ``"fx,fy,cx,cy"`` string, 4 numbers, or a 3x3 matrix.
     Raises :class:`InputError` for a missing/empty path, unreadable calib, fewer than 2 frames.
     """
-    from trianflow.data import image_folder, kitti_odometry, tum, video
-
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file or folder (give a KITTI/TUM sequence folder, an image folder or a video)")
     K = _as_K(intrinsics) if intrinsics is not None else None
-    if p.is_file():
-        seq = video.open_video(p, K=K, fps=fps, max_frames=max_frames)
-    elif kitti_odometry.is_kitti_odometry(p):
-        seq = kitti_odometry.open_kitti_odometry(p, stereo=stereo, max_frames=max_frames, K=K)
-    elif tum.is_tum(p):
-        seq = tum.open_tum(p, K=K, max_frames=max_frames)
-    else:
-        seq = image_folder.open_image_folder(p, K=K, max_frames=max_frames, fps=fps)
+    reader = next((r for r in registered_readers() if r.detect(p)), None)
+    if reader is None:
+        kinds = ", ".join(r.kind for r in registered_readers()) or "none registered"
+        raise InputError(f"{p}: no sequence reader recognises this path (readers: {kinds})")
+    seq = reader.open(p, K=K, stereo=stereo, max_frames=max_frames, fps=fps)
     if stereo and not seq.has_stereo:
         raise InputError(f"{p}: --stereo asked but no right images/baseline found "
                          "(KITTI odometry needs image_1/ or image_3/ and P1/P3 in calib.txt)")

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from trianflow.data.image_folder import check_png_sizes, read_image, read_sized_image
-from trianflow.data.sequence import FrameSequence
+from trianflow.data.sequence import FrameSequence, register_reader
 from trianflow.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -216,3 +216,7 @@ def open_tum(path: Union[str, Path], K: Optional[np.ndarray] = None, max_frames:
                      MAX_GT_DT)
     return TumSequence(name=p.resolve().name, source=str(p), K=K, timestamps=ts, size=size, gt_poses=gt_poses,
                        kind="tum", meta=meta, files=files, undistort_maps=maps)
+
+
+register_reader("tum", is_tum, lambda p, K=None, max_frames=None, **_: open_tum(p, K=K, max_frames=max_frames),
+                priority=10)

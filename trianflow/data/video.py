@@ -20,7 +20,7 @@ from typing import Optional, Union
 import cv2
 import numpy as np
 
-from trianflow.data.sequence import FrameSequence
+from trianflow.data.sequence import FrameSequence, register_reader
 from trianflow.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -173,3 +173,8 @@ def open_video(path: Union[str, Path], K: Optional[np.ndarray] = None, fps: Opti
         timestamps=np.arange(n, dtype=np.float64) / fps, size=tuple(frame.shape[:2]), kind="video",
         meta={"fps": fps, "file_fps": file_fps}, path=p,
     )
+
+
+register_reader("video", lambda p: p.is_file(),
+                lambda p, K=None, max_frames=None, fps=None, **_: open_video(p, K=K, fps=fps, max_frames=max_frames),
+                priority=30)
