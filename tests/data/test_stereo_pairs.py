@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trianflow.data.stereo_pairs import (KittiStereoDataset, StereoFolderDataset, downscale_disparity,
-                                         middlebury_motorcycle, stereo_sample)
+                                         kitti_stereo_year, middlebury_motorcycle, stereo_sample)
 from trianflow.errors import InputError
 from trianflow.io.depth import write_kitti_disp_png
 
@@ -213,3 +213,18 @@ def test_middlebury_motorcycle_gt_aligns_the_pair():
     s = stereo_sample(m["left"], m["right"], m["K"], m["baseline"], m["disp"], "middlebury/motorcycle",
                       doffs=m["doffs"])
     assert torch.allclose(s["depth_gt"][0], torch.from_numpy(m["depth"]))
+
+
+def test_kitti2012_one_calib_file_for_all_pairs(tmp_path):
+    left, right, disp = _pair(0, d=5)
+    for i in range(2):
+        _imwrite_rgb(tmp_path / "colored_0" / f"00000{i}_10.png", left)
+        _imwrite_rgb(tmp_path / "colored_1" / f"00000{i}_10.png", right)
+        write_kitti_disp_png(tmp_path / "disp_occ" / f"00000{i}_10.png", disp)
+    with pytest.raises(InputError, match="nor one calib.txt"):
+        KittiStereoDataset(tmp_path, year=2012)
+    (tmp_path / "calib.txt").write_text("\n".join([
+        _fmt("P2", _p_row(F, CX, CY, 0.0)), _fmt("P3", _p_row(F, CX, CY, -0.5 * F))]) + "\n")
+    ds = KittiStereoDataset(tmp_path, year=2012)
+    assert kitti_stereo_year(tmp_path) == 2012 and len(ds) == 2
+    assert float(ds[1]["baseline"]) == pytest.approx(0.5) and float(ds[1]["disp_gt"][0, 3, 8]) == 5.0

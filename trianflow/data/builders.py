@@ -28,7 +28,7 @@ from trianflow.data.kitti_raw import KittiRawDataset
 from trianflow.data.sequence import open_sequence
 from trianflow.data.sequences_dataset import SequencePairsDataset
 from trianflow.data.stereo_pairs import (MIDDLEBURY_WIDTH, STEREO_DATASETS, KittiStereoDataset, MiddleburyDataset,
-                                         StereoFolderDataset)
+                                         StereoFolderDataset, kitti_stereo_year)
 from trianflow.data.synthetic import TRAJECTORY_KINDS, SyntheticDataset
 from trianflow.data.transforms import TransformedDataset, default_train_transform
 from trianflow.errors import InputError
@@ -202,16 +202,6 @@ def build_trianflow_dataset(cfg) -> Dataset:
     return ds
 
 
-def _kitti_stereo_year(root) -> int:
-    r = Path(root)
-    for base in (r / "training", r / "testing", r):
-        if (base / "image_2").is_dir():
-            return 2015
-        if (base / "colored_0").is_dir() or (base / "image_0").is_dir():
-            return 2012
-    raise InputError(f"{root}: not a KITTI stereo 2012/2015 folder (no training/image_2/ or training/colored_0/)")
-
-
 #: baseline of the synthetic stereo rig (metres, KITTI-like)
 SYNTHETIC_BASELINE = 0.54
 
@@ -288,7 +278,7 @@ def build_stereo_dataset(cfg: TrainConfig, split: str = "train", frames: int = 1
     if not d.root:
         raise InputError(f"data.root is empty: give the folder of the {name} dataset")
     if name == "kitti_stereo":
-        base: Dataset = KittiStereoDataset(d.root, split="training", year=_kitti_stereo_year(d.root), size=size)
+        base: Dataset = KittiStereoDataset(d.root, split="training", year=kitti_stereo_year(d.root), size=size)
     elif name == "stereo_folder":
         base = StereoFolderDataset(d.root, size=size)
     else:  # pragma: no cover - every name of STEREO_DATASETS is handled above

@@ -58,6 +58,7 @@ __all__ = [
     "read_rgb",
     "stereo_sample",
     "KittiStereoDataset",
+    "kitti_stereo_year",
     "StereoFolderDataset",
     "middlebury_motorcycle",
     "downscale_disparity",
@@ -173,6 +174,17 @@ def _read_disp(path: Path) -> np.ndarray:
     return read_npy_map(path) if path.suffix.lower() == ".npy" else read_kitti_disp_png(path)
 
 
+def kitti_stereo_year(root) -> int:
+    """2015 or 2012 from the layout of a KITTI stereo folder (``image_2/``, or ``colored_0/`` / ``image_0/``)."""
+    r = Path(root)
+    for base in (r / "training", r / "testing", r):
+        if (base / "image_2").is_dir():
+            return 2015
+        if (base / "colored_0").is_dir() or (base / "image_0").is_dir():
+            return 2012
+    raise InputError(f"{root}: not a KITTI stereo 2012/2015 folder (no training/image_2/ or training/colored_0/)")
+
+
 class KittiStereoDataset(Dataset):
     """KITTI stereo 2015 / 2012 (scene-flow / stereo benchmark layout).
 
@@ -187,7 +199,8 @@ class KittiStereoDataset(Dataset):
       left camera; the colour pair (~6 cm beside it, the common choice for training) sees almost
       the same disparities.
 
-    Only the ``*_10`` frames (the ones with GT) are listed. GT is loaded when its folder exists
+    Without a calibration folder, one ``calib.txt`` beside the image folders (same keys) serves
+    every pair. Only the ``*_10`` frames (the ones with GT) are listed. GT is loaded when its folder exists
     (the testing split has none). Samples: see the module docstring.
 
     Args:
@@ -220,8 +233,11 @@ class KittiStereoDataset(Dataset):
             raise InputError(f"{base}: no {left_dir.name}/ folder (not a KITTI stereo {year} {split} layout)")
         if not right_dir.is_dir():
             raise InputError(f"{base}: no {right_dir.name}/ folder with the right images")
+        single_calib = None  # one calib.txt beside the image folders serves every pair
         if not calib_dir.is_dir():
-            raise InputError(f"{base}: no {calib_dir.name}/ calibration folder")
+            if not (base / "calib.txt").is_file():
+                raise InputError(f"{base}: no {calib_dir.name}/ calibration folder (nor one calib.txt for all pairs)")
+            single_calib = base / "calib.txt"
         self.year, self.split, self.size = year, split, size
         self.has_gt = gt_dir.is_dir()
         self.items = []
@@ -232,7 +248,7 @@ class KittiStereoDataset(Dataset):
             rp = right_dir / lp.name
             if not rp.is_file():
                 raise InputError(f"{lp}: right image {rp} is missing")
-            cp = calib_dir / f"{fid}.txt"
+            cp = single_calib or calib_dir / f"{fid}.txt"
             if not cp.is_file():
                 raise InputError(f"{lp}: calibration {cp} is missing")
             gp = None
