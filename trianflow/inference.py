@@ -14,9 +14,10 @@ Public API:
   ``depth_fn(img) -> depth``, the callables :func:`trianflow.odometry.run_vo` takes (numpy in,
   numpy out);
 - :func:`predict_flow`, :func:`predict_depth` (torch, batched);
-- files: :func:`write_flo` / :func:`read_flo` (Middlebury ``.flo``), :func:`flow_to_color`
-  (Baker et al. colour wheel), :func:`write_flow_outputs`, :func:`write_depth_outputs`
-  (16-bit PNG, ``.npy``, inverse-depth colour map). Every file is written atomically.
+- files: :func:`write_flo` / :func:`read_flo` (Middlebury ``.flo``), :func:`write_flow_outputs`
+  (+ the Baker et al. colour wheel of :func:`trianflow.viz.colormaps.flow_to_color`),
+  :func:`write_depth_outputs` (16-bit PNG, ``.npy``, inverse-depth colour map of
+  :mod:`trianflow.viz.colormaps`). Every file is written atomically.
 
 Bad input (missing/corrupted checkpoint, a checkpoint of another architecture or without the
 wanted network, a CUDA device that does not exist) raises :class:`~trianflow.errors.InputError`
@@ -54,7 +55,6 @@ __all__ = [
     "DepthPredictor",
     "write_flo",
     "read_flo",
-    "flow_to_color",
     "write_flow_outputs",
     "write_depth_outputs",
     "FLO_MAGIC",
@@ -351,57 +351,10 @@ def read_flo(path: PathLike) -> np.ndarray:
     return np.frombuffer(raw[12:], "<f4").reshape(h, w, 2).astype(np.float32)
 
 
-def _color_wheel() -> np.ndarray:
-    """The 55 colours of the Baker et al. (Middlebury) flow colour wheel, ``(55,3)`` float in [0,255]."""
-    # hue segments: red->yellow, yellow->green, green->cyan, cyan->blue, blue->magenta, magenta->red
-    segments = ((15, (255, 0, 0), (255, 255, 0)), (6, (255, 255, 0), (0, 255, 0)),
-                (4, (0, 255, 0), (0, 255, 255)), (11, (0, 255, 255), (0, 0, 255)),
-                (13, (0, 0, 255), (255, 0, 255)), (6, (255, 0, 255), (255, 0, 0)))
-    rows = []
-    for n, start, end in segments:
-        t = np.floor(255.0 * np.arange(n) / n) / 255.0  # integer colour steps as in the reference
-        rows.append(np.asarray(start, float)[None] + t[:, None] * (np.asarray(end, float) - np.asarray(start, float)))
-    return np.concatenate(rows, 0)
-
-
-def flow_to_color(flow: np.ndarray, max_flow: Optional[float] = None) -> np.ndarray:
-    """Colour-code ``(H,W,2)`` flow with the Middlebury colour wheel (Baker et al., IJCV 2011).
-
-    Hue = direction: the angle ``atan2(-v, -u)`` indexes the 55-colour wheel (+x is red, +y
-    (down) orange-yellow, -x cyan-blue, -y violet); saturation = magnitude / ``max_flow``
-    (default: the largest finite magnitude), so zero flow is white; magnitudes above
-    ``max_flow`` are darkened (x0.75). Non-finite vectors are black.
-
-    Returns:
-        ``(H,W,3)`` uint8 RGB.
-    """
-    f = _check_flow(flow, "flow_to_color").astype(np.float64)
-    u, v = f[..., 0], f[..., 1]
-    bad = ~(np.isfinite(u) & np.isfinite(v))
-    u = np.where(bad, 0.0, u)
-    v = np.where(bad, 0.0, v)
-    rad = np.sqrt(u * u + v * v)
-    m = float(max_flow) if max_flow is not None else float(rad.max()) if rad.size else 0.0
-    m = max(m, 1e-9)
-    u, v, rad = u / m, v / m, rad / m
-    wheel = _color_wheel() / 255.0
-    ncols = len(wheel)
-    a = np.arctan2(-v, -u) / np.pi  # (-1, 1]
-    fk = (a + 1.0) / 2.0 * (ncols - 1)
-    k0 = np.floor(fk).astype(int) % ncols
-    k1 = (k0 + 1) % ncols
-    frac = (fk - np.floor(fk))[..., None]
-    col = (1 - frac) * wheel[k0] + frac * wheel[k1]
-    inside = (rad <= 1)[..., None]
-    col = np.where(inside, 1 - rad[..., None] * (1 - col), col * 0.75)
-    out = np.floor(255.0 * np.clip(col, 0, 1)).astype(np.uint8)
-    out[bad] = 0
-    return out
-
-
 def write_flow_outputs(out_dir: PathLike, stem: str, flow: np.ndarray, max_flow: Optional[float] = None) -> dict:
     """Write ``out_dir/flo/<stem>.flo`` and the colour image ``out_dir/vis/<stem>.png``; returns the paths."""
     from trianflow.io.depth import write_rgb_png
+    from trianflow.viz.colormaps import flow_to_color
 
     out = Path(out_dir)
     (out / "flo").mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Colour maps of scalar images as ``(H,W,3)`` uint8 RGB (numpy): depth, inverse depth, errors.
+"""Colour maps as ``(H,W,3)`` uint8 RGB (numpy): depth, inverse depth, errors, and the Middlebury flow
+colour wheel (:func:`flow_to_color`, the ``.png`` of ``trianflow flow``).
 
 matplotlib is imported inside :func:`colorize_map` only (its colour-map tables), never pyplot.
 Used by ``trianflow depth`` (``--vis``), ``trianflow eval-depth --vis`` and
@@ -13,7 +14,7 @@ import numpy as np
 
 from trianflow.errors import InputError
 
-__all__ = ["colorize_map", "colorize_inverse_depth", "colorize_error"]
+__all__ = ["colorize_map", "colorize_inverse_depth", "colorize_error", "flow_to_color"]
 
 
 def colorize_map(values: np.ndarray, mask: Optional[np.ndarray] = None, cmap: str = "magma",
@@ -88,3 +89,54 @@ def _numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def _color_wheel() -> np.ndarray:
+    """The 55 colours of the Baker et al. (Middlebury) flow colour wheel, ``(55,3)`` float in [0,255]."""
+    # hue segments: red->yellow, yellow->green, green->cyan, cyan->blue, blue->magenta, magenta->red
+    segments = ((15, (255, 0, 0), (255, 255, 0)), (6, (255, 255, 0), (0, 255, 0)),
+                (4, (0, 255, 0), (0, 255, 255)), (11, (0, 255, 255), (0, 0, 255)),
+                (13, (0, 0, 255), (255, 0, 255)), (6, (255, 0, 255), (255, 0, 0)))
+    rows = []
+    for n, start, end in segments:
+        t = np.floor(255.0 * np.arange(n) / n) / 255.0  # integer colour steps as in the reference
+        rows.append(np.asarray(start, float)[None] + t[:, None] * (np.asarray(end, float) - np.asarray(start, float)))
+    return np.concatenate(rows, 0)
+
+
+def flow_to_color(flow: np.ndarray, max_flow: Optional[float] = None) -> np.ndarray:
+    """Colour-code ``(H,W,2)`` flow with the Middlebury colour wheel (Baker et al., IJCV 2011).
+
+    Hue = direction: the angle ``atan2(-v, -u)`` indexes the 55-colour wheel (+x is red, +y
+    (down) orange-yellow, -x cyan-blue, -y violet); saturation = magnitude / ``max_flow``
+    (default: the largest finite magnitude), so zero flow is white; magnitudes above
+    ``max_flow`` are darkened (x0.75). Non-finite vectors are black.
+
+    Returns:
+        ``(H,W,3)`` uint8 RGB.
+    """
+    f = np.asarray(flow)
+    if f.ndim != 3 or f.shape[2] != 2:
+        raise InputError(f"flow_to_color: expected an (H,W,2) flow, got shape {f.shape}")
+    f = f.astype(np.float64)
+    u, v = f[..., 0], f[..., 1]
+    bad = ~(np.isfinite(u) & np.isfinite(v))
+    u = np.where(bad, 0.0, u)
+    v = np.where(bad, 0.0, v)
+    rad = np.sqrt(u * u + v * v)
+    m = float(max_flow) if max_flow is not None else float(rad.max()) if rad.size else 0.0
+    m = max(m, 1e-9)
+    u, v, rad = u / m, v / m, rad / m
+    wheel = _color_wheel() / 255.0
+    ncols = len(wheel)
+    a = np.arctan2(-v, -u) / np.pi  # (-1, 1]
+    fk = (a + 1.0) / 2.0 * (ncols - 1)
+    k0 = np.floor(fk).astype(int) % ncols
+    k1 = (k0 + 1) % ncols
+    frac = (fk - np.floor(fk))[..., None]
+    col = (1 - frac) * wheel[k0] + frac * wheel[k1]
+    inside = (rad <= 1)[..., None]
+    col = np.where(inside, 1 - rad[..., None] * (1 - col), col * 0.75)
+    out = np.floor(255.0 * np.clip(col, 0, 1)).astype(np.uint8)
+    out[bad] = 0
+    return out
