@@ -4,6 +4,12 @@ Every function is batched, differentiable where it makes sense, device- and dtyp
 and reports per-sample values so that one failed sample never zeroes the whole batch.
 Composite losses return :class:`LossResult` ``(total, terms, per_sample)``; combine named terms
 with weights from the config through :func:`weighted_sum`.
+
+The objectives of the training tasks are composed here too: :func:`trianflow.losses.flow.flow_loss_terms`
+(TrianFlow flow stage, with the forward-backward term :func:`~trianflow.losses.flow.flow_consistency_loss`),
+:func:`trianflow.losses.triangulation.trianflow_depth_objective` and
+:func:`trianflow.losses.stereo_objective.stereo_objective` (import that module directly: it checks
+batches with :mod:`trianflow.data`).
 """
 
 from trianflow.losses.flow import flow_loss, flow_valid_mask
