@@ -68,7 +68,7 @@ from trianflow.losses.stereo_objective import stereo_objective
 from trianflow.losses.triangulation import trianflow_depth_objective
 from trianflow.models import build_depthnet, build_flownet
 from trianflow.training.registry import register_task
-from trianflow.training.tasks import STAGES, depth_geometry, flow_forward
+from trianflow.training.tasks import STAGES, depth_geometry, flow_forward, pair_inputs
 from trianflow.training.trainer import StepContext, StepOutput, Task
 from trianflow.viz.images import draw_points
 
@@ -183,9 +183,7 @@ class StereoMonoTask(StereoTask):
         check_stereo_batch(batch, "stereo_mono task", need_next=True)
         L = self.cfg.loss
         stage = self.stage
-        img1, img2 = batch["image"], batch["image_next"]
-        in1, in2 = batch.get("image_aug", img1), batch.get("image_next_aug", img2)
-        K = batch["K"].float()
+        img1, img2, in1, in2, K = pair_inputs(batch)
         b, _, h, w = img1.shape
         dev = img1.device
         train_flow = stage in ("flow", "joint")

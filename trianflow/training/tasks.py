@@ -78,7 +78,7 @@ from trianflow.viz.images import draw_points
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrianFlowTask", "STAGES", "flow_forward", "depth_geometry"]
+__all__ = ["TrianFlowTask", "STAGES", "pair_inputs", "flow_forward", "depth_geometry"]
 
 STAGES = ("flow", "depth", "joint")
 
@@ -86,6 +86,14 @@ STAGES = ("flow", "depth", "joint")
 # --------------------------------------------------------------------------------------------
 # building blocks shared with the stereo_mono task
 # --------------------------------------------------------------------------------------------
+
+
+def pair_inputs(batch: dict):
+    """``(img1, img2, in1, in2, K)`` of a batch of frame pairs: the images the losses compare
+    (``image``, ``image_next``), the ones the networks see (their ``*_aug`` copies when present) and
+    ``K`` in fp32."""
+    img1, img2 = batch["image"], batch["image_next"]
+    return img1, img2, batch.get("image_aug", img1), batch.get("image_next_aug", img2), batch["K"].float()
 
 
 def flow_forward(ctx, img1: torch.Tensor, img2: torch.Tensor, train_flow: bool):
@@ -171,9 +179,7 @@ class TrianFlowTask(Task):
         """One TrianFlow step of the current stage; see the module docstring."""
         L = self.cfg.loss
         stage = self.stage
-        img1, img2 = batch["image"], batch["image_next"]
-        in1, in2 = batch.get("image_aug", img1), batch.get("image_next_aug", img2)
-        K = batch["K"].float()
+        img1, img2, in1, in2, K = pair_inputs(batch)
         b, _, h, w = img1.shape
         dev = img1.device
         train_flow = stage in ("flow", "joint")
