@@ -5,7 +5,8 @@ import torch
 
 from trianflow.errors import InputError
 from trianflow.geometry.pose import axis_angle_to_matrix, make_pose
-from trianflow.geometry.warp import depth_pose_flow, disparity_warp, project_depth_pose, warp_by_depth_pose
+from trianflow.geometry.warp import (depth_pose_flow, disparity_warp, project_depth_pose, resize_disparity, stereo_depth,
+                                     warp_by_depth_pose)
 
 DT = torch.float64
 
@@ -121,3 +122,20 @@ def test_in_image_tolerates_rounding_at_the_border():
     T[0, 0, 3] = 0.1
     _, valid = warp_by_depth_pose(torch.rand(1, 3, h, w), torch.rand(1, 1, h, w) + 2, T, K)
     assert valid[0, 0, [0, h - 1], :10].all()
+
+
+def test_stereo_depth_is_f_b_over_d_and_scale_free():
+    K = torch.tensor([[[100.0, 0, 31.5], [0, 100.0, 15.5], [0, 0, 1]]]).repeat(2, 1, 1)
+    frac = torch.full((2, 1, 8, 16), 0.05)
+    depth = stereo_depth(frac, K, torch.tensor([0.5, 0.25]), width=64)
+    # d = 0.05 * 64 = 3.2 px -> z = 100 * B / 3.2
+    assert torch.allclose(depth[0], torch.full_like(depth[0], 100 * 0.5 / 3.2))
+    assert torch.allclose(depth[1], torch.full_like(depth[1], 100 * 0.25 / 3.2))
+    assert torch.isfinite(stereo_depth(torch.zeros(1, 1, 2, 2), K[:1], 0.5, 64)).all()
+
+
+def test_resize_disparity_scales_values_with_width():
+    d = torch.full((1, 1, 10, 20), 3.0)
+    up = resize_disparity(d, (20, 40))
+    assert up.shape == (1, 1, 20, 40) and torch.allclose(up, torch.full_like(up, 6.0))
+    assert resize_disparity(d, (10, 20)) is d

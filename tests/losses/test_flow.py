@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from trianflow.errors import InputError
-from trianflow.losses.flow import flow_loss, flow_valid_mask
+from trianflow.losses.flow import flow_consistency_loss, flow_loss, flow_valid_mask
 
 DT = torch.float64
 
@@ -86,3 +86,20 @@ def test_bad_input():
         flow_loss(img1, img2, fwd, bwd[:1])
     with pytest.raises(InputError):
         flow_loss(img1, img2, fwd, bwd, flow_units="metres")
+
+
+def test_flow_consistency_loss_values():
+    f = torch.zeros(1, 2, 8, 10)
+    f[:, 0] = 1.0
+    assert float(flow_consistency_loss(f, -f)) == 0.0
+    b = torch.zeros_like(f)
+    f.requires_grad_(True)
+    val = flow_consistency_loss(f, b)
+    assert val.shape == (1,) and abs(float(val.detach()) - 0.5) < 1e-6  # |1 + 0| and |0 + 0| averaged over channels
+    val.sum().backward()
+    assert f.grad is not None and float(f.grad.abs().sum()) > 0
+    mask = torch.zeros(1, 1, 8, 10)
+    mask[..., :4] = 1
+    b2 = torch.zeros_like(b)
+    b2[:, 0, :, 4:] = 5.0  # wrong only where the mask is 0 (and where f points to)
+    assert float(flow_consistency_loss(f.detach() * 0, b2, mask)) == 0.0

@@ -3,9 +3,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from trianflow.errors import InputError
 from trianflow.geometry.flow import flow_warp
+from trianflow.models import bidirectional_flow
 from trianflow.models.flownet import FlowNet, cost_volume, upsample_flow
 
 
@@ -175,3 +177,23 @@ def test_bad_inputs(net):
         net(torch.rand(1, 1, 64, 64), torch.rand(1, 1, 64, 64))
     with pytest.raises(InputError):
         FlowNet(pyramid_channels=(16, 32, 64))
+
+
+class DistributedDataParallel(nn.Module):  # named like torch's wrapper: exercises the DDP code path
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, a, b):
+        return self.module(a, b)
+
+
+def test_bidirectional_flow_through_a_ddp_style_wrapper():
+    torch.manual_seed(0)
+    net = FlowNet(pyramid_channels=(8, 8, 16, 16, 24, 24)).eval()
+    a, b = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        f1, b1 = bidirectional_flow(net, a, b)
+        f2, b2 = bidirectional_flow(DistributedDataParallel(net), a, b)
+    for x, y in zip(f1 + b1, f2 + b2):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)

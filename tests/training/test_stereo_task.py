@@ -12,15 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from trianflow.config import load_config
-from trianflow.errors import InputError
-from trianflow.evaluation.depth_metrics import EmptyMaskError
-from trianflow.training.checkpoint import load_checkpoint
-from trianflow.training.registry import available_tasks, get_task
 from trianflow.data.builders import build_stereo_dataset
 from trianflow.data.stereo_pairs import MiddleburyDataset, check_stereo_batch
-from trianflow.evaluation.disparity import disparity_errors, nonoccluded_mask
-from trianflow.geometry.warp import resize_disparity, stereo_depth
+from trianflow.errors import InputError
 from trianflow.losses.stereo_objective import disparity_target, stereo_objective
+from trianflow.training.checkpoint import load_checkpoint
+from trianflow.training.registry import available_tasks, get_task
 from trianflow.training.stereo_task import StereoMonoTask, StereoTask
 from trianflow.training.trainer import StepContext, Trainer
 
@@ -130,23 +127,6 @@ def test_dataset_and_model_config_errors():
 # ----------------------------------------------------------------------------------- helpers
 
 
-def test_stereo_depth_is_f_b_over_d_and_scale_free():
-    K = torch.tensor([[[100.0, 0, 31.5], [0, 100.0, 15.5], [0, 0, 1]]]).repeat(2, 1, 1)
-    frac = torch.full((2, 1, 8, 16), 0.05)
-    depth = stereo_depth(frac, K, torch.tensor([0.5, 0.25]), width=64)
-    # d = 0.05 * 64 = 3.2 px -> z = 100 * B / 3.2
-    assert torch.allclose(depth[0], torch.full_like(depth[0], 100 * 0.5 / 3.2))
-    assert torch.allclose(depth[1], torch.full_like(depth[1], 100 * 0.25 / 3.2))
-    assert torch.isfinite(stereo_depth(torch.zeros(1, 1, 2, 2), K[:1], 0.5, 64)).all()
-
-
-def test_resize_disparity_scales_values_with_width():
-    d = torch.full((1, 1, 10, 20), 3.0)
-    up = resize_disparity(d, (20, 40))
-    assert up.shape == (1, 1, 20, 40) and torch.allclose(up, torch.full_like(up, 6.0))
-    assert resize_disparity(d, (10, 20)) is d
-
-
 def test_disparity_target_preference_and_inversion():
     depth = torch.tensor([[[[2.0, 0.0], [4.0, float("inf")]]]])
     t, m, key = disparity_target({"depth_gt": depth})
@@ -156,43 +136,6 @@ def test_disparity_target_preference_and_inversion():
     t, m, key = disparity_target({"depth_gt": depth, "disp_gt": torch.ones(1, 1, 2, 2), "disp_teacher": 2 * torch.ones(1, 1, 2, 2)})
     assert key == "disp_teacher" and float(t.mean()) == 2.0
     assert disparity_target({"image": torch.rand(1, 3, 2, 2)}) is None
-
-
-def test_nonoccluded_mask_on_a_foreground_block():
-    d = np.full((3, 20), 2.0)
-    d[:, 10:15] = 6.0  # a closer block: it lands on right columns 4..8
-    d[1, 3] = np.inf  # unknown GT pixel
-    m = nonoccluded_mask(d)
-    row = m[0]
-    # out of view (x - 2 < -0.5): x = 0, 1; occluded by the block: background x = 6..9 (x - 2 in 4..7)
-    expect = np.ones(20, bool)
-    expect[[0, 1, 6, 7, 8, 9]] = False
-    assert row.tolist() == expect.tolist()
-    assert not m[1, 3] and m[1, 4]
-    v = np.ones_like(d, dtype=bool)
-    v[2, 12] = False  # invalid pixels neither count nor occlude
-    assert not nonoccluded_mask(d, v)[2, 12]
-
-
-def test_disparity_errors_exact_values_resize_and_empty_mask():
-    gt = np.zeros((4, 8))
-    gt[:2] = 10.0
-    pred = np.full((4, 8), 11.0)
-    pred[0, :4] = 13.0
-    e = disparity_errors(pred, gt)
-    assert e["n_pixels"] == 16
-    assert e["median"] == pytest.approx(1.0) and e["mean"] == pytest.approx((4 * 3 + 12 * 1) / 16)
-    assert e["bad2"] == pytest.approx(4 / 16)
-    # a prediction at half the width: values are doubled when resized to the GT
-    half = np.full((2, 4), 5.0)
-    assert disparity_errors(half, gt)["median"] == pytest.approx(0.0, abs=1e-5)
-    with pytest.raises(EmptyMaskError):
-        disparity_errors(pred, gt, mask=np.zeros_like(gt, dtype=bool))
-    with pytest.raises(EmptyMaskError):
-        disparity_errors(pred, np.zeros_like(gt))
-    pred[1, 1] = np.nan
-    with pytest.raises(InputError, match="NaN"):
-        disparity_errors(pred, gt)
 
 
 # ----------------------------------------------------------------------------------- objective
