@@ -25,7 +25,6 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from trianflow.viz.plots import plot_trajectory_report
     from trianflow.data import open_sequence
     from trianflow.data.synthetic import synthetic_sequence, write_kitti_layout
     from trianflow.errors import InputError
@@ -34,6 +33,7 @@ def run(args) -> int:
     from trianflow.io.atomic import write_text
     from trianflow.odometry import VOConfig, run_vo
     from trianflow.run_dir import save_run
+    from trianflow.viz.plots import plot_trajectory_report
 
     try:
         h, w = (int(v) for v in args.size.lower().split("x"))
