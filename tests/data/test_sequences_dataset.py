@@ -88,33 +88,3 @@ def test_static_frame_filtering(seq, tmp_path):
     for method, thr in (("mad", 2.0), ("flow", 0.5)):
         ds = SequencePairsDataset(folder, frames=2, static_threshold=thr, static_method=method)
         assert ds.indices == [0, 2], method
-
-
-def test_build_training_dataset(tmp_path):
-    from types import SimpleNamespace
-
-    from trianflow.data.builders import build_training_dataset
-
-    cfg = SimpleNamespace(dataset="synthetic", size=[32, 96], frames=2, stride=1, stereo=True, max_samples=3,
-                          augment=True, flip=True, color_jitter=True)
-    ds = build_training_dataset(cfg)
-    assert len(ds) == 3
-    s = ds[0]
-    assert s["image"].shape == (3, 32, 96) and "image_right" in s and "image_aug" in s
-    val = build_training_dataset(SimpleNamespace(dataset="synthetic", size=[32, 96], max_samples=2), split="val")
-    torch.testing.assert_close(val[0]["image_aug"], val[0]["image"])  # no augmentation
-    st = synthetic_sequence(n_frames=3, size=(32, 96), seed=8)
-    for i in range(3):
-        cv2.imwrite(str(tmp_path / f"{i}.png"), st.read(i)[..., ::-1])
-    (tmp_path / "intrinsics.txt").write_text("48 48 47.5 15.5\n")
-    seqds = build_training_dataset(SimpleNamespace(dataset="sequence", root=str(tmp_path), size=[16, 48]))
-    assert len(seqds) == 2 and seqds[0]["image"].shape == (3, 16, 48)
-    with pytest.raises(InputError, match="unknown dataset"):
-        build_training_dataset(SimpleNamespace(dataset="imagenet", root="x"))
-    with pytest.raises(InputError, match="data.root is empty"):
-        build_training_dataset(SimpleNamespace(dataset="kitti_raw", root=""))
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="no images found"):
-        build_training_dataset(SimpleNamespace(dataset="sequence", root=str(tmp_path / "empty"), intrinsics="1,1,0,0"))
-    with pytest.raises(InputError, match="no KITTI odometry sequences"):
-        build_training_dataset(SimpleNamespace(dataset="kitti_odometry", root=str(tmp_path / "empty")))

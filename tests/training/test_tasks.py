@@ -1,18 +1,15 @@
 """Tests for the ``trianflow`` training task (trianflow.training.tasks): stages through the Trainer,
-stage chaining, per-sample validity with exact synthetic ground truth, datasets, helpers."""
+stage chaining, per-sample validity with exact synthetic ground truth (datasets: tests/data/test_builders.py)."""
 
 from __future__ import annotations
 
 import math
 
-import cv2
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from trianflow.config import load_config
-from trianflow.data.builders import build_trianflow_dataset
 from trianflow.errors import InputError
 from trianflow.geometry.pose import rotation_error_deg, translation_angle_deg
 from trianflow.geometry.two_view import two_view_geometry
@@ -191,62 +188,6 @@ def test_invalid_sample_drops_out_while_the_other_learns(tmp_path, gt_batch):
     o2 = task.step(both, ctx2)
     assert float(o2.terms["n_valid"]) == 0 and float(o2.terms["tri"]) == 0 and torch.isfinite(o2.loss)
     o2.loss.backward()
-
-
-# ------------------------------------------------------------------------------------ helpers
-
-
-# ------------------------------------------------------------------------------------ datasets
-
-
-def test_synthetic_dataset_specs(tmp_path):
-    cfg = make_cfg(tmp_path, "flow", "data.sequences=[straight:1:3:0.5,forward_turn:0:4]", "data.max_samples=4")
-    ds = build_trianflow_dataset(cfg)
-    assert len(ds) == 4  # 2 + 3 pairs, truncated to 4
-    s = ds[0]
-    assert s["image"].shape == (3, 64, 64) and {"image_next", "K", "flow_gt", "depth_gt"} <= set(s)
-    assert abs(float(s["pose_gt"][2, 3]) + 0.5) < 1e-5  # 'straight' at 0.5 m/frame: X2 = X1 - (0,0,0.5)
-    for bad in ("nope:1", "straight:x", "straight:1:3:-1", "straight:1:2:3:4"):
-        with pytest.raises(InputError, match="synthetic sequences are"):
-            build_trianflow_dataset(make_cfg(tmp_path, "flow", f"data.sequences=[{bad}]"))
-    with pytest.raises(InputError, match="frame pairs"):
-        build_trianflow_dataset(make_cfg(tmp_path, "flow", "data.frames=1"))
-    with pytest.raises(InputError, match="not supported by the trianflow task"):
-        build_trianflow_dataset(make_cfg(tmp_path, "flow", "data.dataset=stereo_pairs"))
-
-
-def test_folder_datasets(tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(InputError):
-        build_trianflow_dataset(make_cfg(tmp_path, "flow", "data.dataset=image_folder", f"data.root={empty}",
-                                        "data.sequences=[]"))
-    with pytest.raises(InputError, match="needs data.root"):
-        build_trianflow_dataset(make_cfg(tmp_path, "flow", "data.dataset=kitti_odometry"))
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        cv2.imwrite(str(folder / f"{i:04d}.png"), rng.integers(0, 255, (48, 80, 3), dtype=np.uint8))
-    (folder / "intrinsics.txt").write_text("50 50 40 24\n")
-    ds = build_trianflow_dataset(make_cfg(tmp_path, "flow", "data.dataset=sequence", f"data.root={folder}",
-                                         "data.augment=false", "data.sequences=[]"))
-    assert len(ds) == 3
-    s = ds[1]
-    assert s["image"].shape == (3, 64, 64)
-    assert abs(float(s["K"][0, 0]) - 50 * 64 / 80) < 1e-4  # intrinsics follow the resize
-
-
-KITTI = __import__("pathlib").Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "kitti_odom_straight"
-
-
-@pytest.mark.skipif(not KITTI.is_dir(), reason=f"shared KITTI snippet not found at {KITTI}")
-def test_kitti_odometry_dataset(tmp_path):
-    ds = build_trianflow_dataset(make_cfg(tmp_path, "flow", "data.dataset=kitti_odometry", f"data.root={KITTI}",
-                                         "data.sequences=[]", "data.max_samples=5"))
-    assert len(ds) == 5
-    s = ds[0]
-    assert s["image"].shape == (3, 64, 64) and "pose_gt" in s
 
 
 # ------------------------------------------------------------------------------------ CUDA
