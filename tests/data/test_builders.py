@@ -10,6 +10,7 @@ import torch
 
 from trianflow.config import load_config
 from trianflow.data.builders import build_stereo_dataset, build_training_dataset, build_trianflow_dataset
+from trianflow.data.stereo_pairs import MiddleburyDataset
 from trianflow.data.synthetic import synthetic_sequence
 from trianflow.errors import InputError
 
@@ -117,3 +118,40 @@ def test_stereo_folder_bad_input(tmp_path):
         (tmp_path / "calib.txt").write_text(bad + "\n")
         with pytest.raises(InputError, match="baseline"):
             build_stereo_dataset(cfg)
+
+
+
+def test_middlebury_dataset_scale_and_flip_swaps_left_right():
+    pytest.importorskip("skimage")
+    try:
+        ds = build_stereo_dataset(cfg_with("data.dataset=middlebury", "data.size=[100,148]", "data.max_samples=12",
+                                           "data.color_jitter=false"))
+    except InputError as exc:  # scikit-image without its data files
+        pytest.skip(str(exc))
+    assert isinstance(ds, MiddleburyDataset) and len(ds) == 12
+    ref = ds.sample
+    assert ref["image"].shape == (3, 100, 148) and ref["disp_gt"].max() > 5
+    torch.manual_seed(0)
+    flipped = plain = 0
+    for i in range(12):
+        s = ds[i]
+        if torch.equal(s["image"], ref["image_right"].flip(-1)):
+            flipped += 1
+            assert torch.equal(s["image_right"], ref["image"].flip(-1))
+            assert float(s["disp_gt"].abs().sum()) == 0.0  # GT of the other camera: unknown now
+            assert float(s["baseline"]) > 0
+        else:
+            assert torch.equal(s["image"], ref["image"])
+            plain += 1
+    assert flipped > 0 and plain > 0
+    assert ds.eval_mask.shape == (100, 148) and 0.5 < ds.eval_mask.mean() < 1.0
+
+
+def test_kitti_odometry_stereo_dataset_has_neighbours():
+    if not (KITTI / "image_1").is_dir():
+        pytest.skip(f"{KITTI} not available")
+    cfg = cfg_with("data.dataset=kitti_odometry", f"data.root={KITTI}", "data.size=[64,192]")
+    s = build_stereo_dataset(cfg, frames=2)[0]
+    assert {"image", "image_right", "image_next", "image_next_right", "baseline"} <= set(s)
+    assert float(s["baseline"]) == pytest.approx(0.537, abs=0.01)
+    assert s["image_right"].shape == s["image"].shape == (3, 64, 192)
