@@ -3,12 +3,19 @@
 
 Prints ONE JSON line. Modes (``--modes``, comma separated):
 
-- ``plain``: ``trianflow vo`` with DIS flow (frames/s end to end incl. image reading, per-stage
-  milliseconds, Sim3-aligned ATE RMSE and its percentage of the GT path length);
-- ``ba``: the same with ``refine="ba"`` (keyframes + sliding-window bundle adjustment);
+- ``default``: ``trianflow vo`` as it runs with no option (keyframes + sliding-window bundle
+  adjustment, scale held through the map and by the ground under the camera where it is seen):
+  frames/s end to end incl. image reading, per-stage milliseconds, Sim3-aligned ATE RMSE and its
+  percentage of the GT path length, and the KITTI drift ``kitti_t_err`` (%) / ``kitti_r_err``
+  (deg/100 m) over the segments that fit the path (100 m, 200 m, ...; ``null`` below 100 m);
+- ``plain``: ``--refine none``, the pair-by-pair VO;
+- ``ba``: the bundle adjustment without the ground scale (``--no-ground-scale``);
+- ``height``: the default with ``--camera-height`` (``--camera-height H``, default 1.65 as on
+  KITTI): metric, so also the SE(3)-aligned ATE and the path-length ratio without scale alignment;
 - ``network``: network flow (``--flow CKPT``, optional ``--depth CKPT``), on ``--device``;
 - ``pycolmap``: pycolmap SIFT + sequential matching + incremental mapping with the known
-  intrinsics; ATE over the frames it registered (reported), seconds.
+  intrinsics; ATE and KITTI drift over the frames it registered (reported), seconds. It runs on
+  the first ``--pycolmap-frames`` frames (default: all); ``frames`` in its entry says how many.
 
 Usage: python tools/bench_vo.py [SEQUENCE] [--max-frames N] [--modes plain,pycolmap]
 SEQUENCE defaults to ../shared/data/kitti_odom_straight (relative to the repository root); the word
@@ -39,8 +46,14 @@ def ate(est, gt, align="sim3"):
 
     m = evaluate_trajectory(est, gt, align=align).to_dict()
     return {"ate_rmse": m["ape_rmse"], "ate_pct_of_path": 100 * m["ape_rmse"] / max(m["path_length"], 1e-9),
+            "kitti_t_err": m["kitti_t_err"], "kitti_r_err": m["kitti_r_err"],
+            "kitti_segments": m["kitti_n_segments"],
             "rpe_trans_rmse": m["rpe_trans_rmse"], "rpe_rot_rmse": m["rpe_rot_rmse"], "path_length": m["path_length"],
             "scale": m["scale"]}
+
+
+def _length(poses):
+    return float(np.linalg.norm(np.diff(np.asarray(poses)[:, :3, 3], axis=0), axis=1).sum())
 
 
 def bench_trianflow(seq, mode, args):
@@ -50,10 +63,13 @@ def bench_trianflow(seq, mode, args):
 
     cfg = VOConfig(dis_preset=args.dis_preset, ransac_backend=args.backend, device=args.device)
     flow_fn = depth_fn = None
+    if mode == "plain":
+        cfg.refine = "none"
     if mode == "ba":
-        if not hasattr(cfg, "refine"):
-            return {"skipped": "this version has no bundle-adjustment refinement"}
         cfg.refine = "ba"
+        cfg.ground_scale = "off"
+    if mode == "height":
+        cfg.camera_height = args.camera_height
     if mode == "network":
         if not args.flow:
             return {"skipped": "network mode needs --flow CKPT"}
@@ -82,6 +98,11 @@ def bench_trianflow(seq, mode, args):
         from trianflow.evaluation.relative import relative_pose_errors
 
         out.update(ate(res.poses, seq.gt_poses[: len(res.poses)]))
+        if mode == "height":
+            se3 = ate(res.poses, seq.gt_poses[: len(res.poses)], align="se3")
+            out["se3_ate_rmse"], out["se3_ate_pct_of_path"] = se3["ate_rmse"], se3["ate_pct_of_path"]
+            out["length_ratio_unaligned"] = _length(res.poses) / max(_length(seq.gt_poses[: len(res.poses)]), 1e-9)
+            out["ground"] = res.ground
         rel = relative_pose_errors(res.poses, seq.gt_poses[: len(res.poses)])
         out.update({k: rel[k] for k in ("rot_err_deg_mean", "rot_err_deg_max", "trans_dir_err_deg_median",
                                         "trans_dir_err_deg_max") if k in rel})
@@ -111,6 +132,9 @@ def bench_pycolmap(seq, args):
     import cv2
     import pycolmap
 
+    if args.pycolmap_frames:
+        seq = _Head(seq, args.pycolmap_frames)
+        seq.gt_poses = seq.seq.gt_poses[: seq.n] if seq.seq.gt_poses is not None else None
     tmp = Path(tempfile.mkdtemp(prefix="bench_colmap_"))
     try:
         img_dir = tmp / "images"
@@ -166,7 +190,9 @@ def main(argv=None):
     ap.add_argument("sequence", nargs="?", default=str(DEFAULT_SEQ))
     ap.add_argument("--max-frames", type=int)
     ap.add_argument("--intrinsics")
-    ap.add_argument("--modes", default="plain,pycolmap")
+    ap.add_argument("--modes", default="default,plain,pycolmap")
+    ap.add_argument("--camera-height", type=float, default=1.65, help="metres, for the 'height' mode")
+    ap.add_argument("--pycolmap-frames", type=int, help="run pycolmap on this prefix only (it is slow)")
     ap.add_argument("--dis-preset", default="auto")
     ap.add_argument("--backend", default="opencv")
     ap.add_argument("--flow")
@@ -196,12 +222,16 @@ def main(argv=None):
     for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
         if mode == "pycolmap":
             result["pycolmap"] = bench_pycolmap(seq, args)
-        elif mode in ("plain", "ba", "network"):
+        elif mode in ("default", "plain", "ba", "height", "network"):
             result[mode] = bench_trianflow(seq, mode, args)
         else:
             ap.error(f"unknown mode {mode!r}")
-    if "plain" in result and "pycolmap" in result and "seconds" in result["plain"]:
-        result["speedup_vs_pycolmap"] = result["pycolmap"]["seconds"] / result["plain"]["seconds"]
+    pc = result.get("pycolmap", {})
+    if pc.get("seconds") and pc.get("frames"):
+        per_frame = pc["seconds"] / pc["frames"]  # per-frame: pycolmap may have run on a prefix
+        for mode in ("default", "plain"):
+            if "seconds" in result.get(mode, {}):
+                result[f"speedup_vs_pycolmap_{mode}"] = per_frame / (result[mode]["seconds"] / len(seq))
     print(json.dumps(result))
 
 

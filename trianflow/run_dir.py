@@ -6,14 +6,21 @@ Layout of ``RUN_DIR`` (every file written atomically):
 - ``poses_tum.txt``: TUM format ``timestamp tx ty tz qx qy qz qw`` (timestamps from the input,
   or frame index / fps).
 - ``frames.csv``: one row per frame: ``index,timestamp,status,ref,matches,inliers,triangulated,
-  shared,scale,rot_deg,trans,seconds,reason`` (``ref``: the frame it was matched against, -1 for
-  none; ``rot_deg``/``trans``: the motion relative to that frame).
+  shared,scale,rot_deg,trans,seconds,reason,ground_height,scale_source`` (``ref``: the frame it
+  was matched against, -1 for none; ``rot_deg``/``trans``: the motion relative to that frame;
+  ``ground_height``: the camera height above the ground plane fitted at this (key)frame, in map
+  units before the ground scale, ``nan`` where none was found or none was fitted;
+  ``scale_source``: ``ground`` where the ground plane set the scale, ``chained`` where the
+  frame kept the scale chained through the map, empty when the ground scale was not used).
 - ``run.json``: trianflow version, input (path, reader kind, size, frame count, stereo/baseline,
   ``files``: the frame file names when the input is a folder of images, ``image_dir``: their
   folder), intrinsics (fx, fy, cx, cy and K; pixel centres at integers), the VO config,
   timings, status counts, ``unsolved_frames`` (statuses ``pnp``/``const_vel``), and with
   ``--refine ba`` a ``refine`` section (keyframes, why each was chosen, adjustment counts,
-  timings, initial and final intrinsics).
+  timings, initial and final intrinsics), ``ground`` (the ground-plane scale: ``mode``
+  metric / relative, ``camera_height``, keyframes evaluated, planes found), ``interrupted``
+  (``null``, or ``"SIGINT"`` / ``"SIGTERM"`` when the run was stopped: the files then hold the
+  frames done so far) and ``warnings`` (e.g. unreadable frames that were skipped).
 - ``points.npz``: triangulated points of every pair in world coordinates: ``frame (M,)`` index
   of the first frame of the pair, ``xyz (M,3)``, ``xy (M,2)`` pixel in that frame, ``rgb (M,3)``,
   ``xy2 (M,2)`` pixel in the next frame (the pair's inlier correspondence ``xy -> xy2``).
@@ -44,7 +51,7 @@ from trianflow.io.atomic import atomic_path, write_json, write_text
 from trianflow.io.trajectory import read_trajectory, write_kitti, write_tum
 
 FRAME_FIELDS = ("index", "timestamp", "status", "ref", "matches", "inliers", "triangulated", "shared", "scale",
-                "rot_deg", "trans", "seconds", "reason")
+                "rot_deg", "trans", "seconds", "reason", "ground_height", "scale_source")
 
 
 @dataclass

@@ -96,7 +96,12 @@ def test_vo_bad_input(tmp_path, capsys, syn_folder):
     for i in range(3):
         (broken / f"{i}.png").write_bytes((syn_folder / "image_2" / f"{i:06d}.png").read_bytes())
     (broken / "2.png").write_bytes(b"not a png")
-    _bad(["vo", str(broken), "--intrinsics", INTR, "--out", str(out), "--no-progress"], capsys, "2.png")
+    _bad(["vo", str(broken), "--intrinsics", INTR, "--out", str(out), "--no-progress", "--strict"], capsys, "2.png")
+    # without --strict the unreadable frame is skipped (bridged) and named in a warning
+    skipped = tmp_path / "skipped"
+    assert main(["vo", str(broken), "--intrinsics", INTR, "--out", str(skipped), "--no-progress"]) == 0
+    assert "2.png" in capsys.readouterr().err
+    assert (skipped / "frames.csv").read_text().splitlines()[3].split(",")[2] == "unreadable"
     bad_video = tmp_path / "x.mp4"
     bad_video.write_bytes(b"garbage")
     _bad(["vo", str(bad_video), "--intrinsics", INTR, "--out", str(out)], capsys, "x.mp4")

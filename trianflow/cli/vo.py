@@ -31,13 +31,21 @@ def add_parser(sub) -> None:
     p.add_argument("--flow", metavar="CKPT", help="FlowNet checkpoint: network flow instead of DIS")
     p.add_argument("--depth", metavar="CKPT", help="DepthNet checkpoint: per-pair scale from predicted depth")
     p.add_argument("--device", default="cpu", help="torch device for networks/geometry (cpu, cuda, cuda:1)")
-    p.add_argument("--refine", choices=("none", "ba"), default="none",
-                   help="ba: keyframes + sliding-window bundle adjustment with pycolmap (less drift, slower; "
-                   "also writes tracks.npz, the adjusted map)")
+    p.add_argument("--refine", choices=("none", "ba"), default="ba",
+                   help="ba (default): keyframes + sliding-window bundle adjustment with pycolmap, scale kept "
+                   "through the map (also writes tracks.npz, the adjusted map); none: the faster pair-by-pair VO")
+    p.add_argument("--camera-height", metavar="H",
+                   help="metres of the camera above a roughly planar ground (e.g. 1.65 for KITTI): metric "
+                   "monocular scale from the ground plane under the camera (not with --stereo)")
+    p.add_argument("--no-ground-scale", action="store_true",
+                   help="with --refine ba and no --camera-height: do not hold the camera height above a visible "
+                   "ground constant (the scale then comes from the map alone)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop with an error at an unreadable frame (default: skip it, bridged like a black frame)")
     p.add_argument("--refine-intrinsics", action="store_true",
                    help="with --refine ba: also refine fx, fy, cx, cy (default: fixed)")
-    p.add_argument("--ba-window", type=int, default=4, metavar="N",
-                   help="with --refine ba: keyframes adjusted per window (default 4; 10 older ones are held fixed)")
+    p.add_argument("--ba-window", type=int, default=8, metavar="N",
+                   help="with --refine ba: keyframes adjusted per window (default 8; 20 older ones are held fixed)")
     p.add_argument("--samples", type=int, default=6000, help="correspondences per pair (default 6000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gt", metavar="GT", help="ground-truth trajectory: evaluate after the run (default: the "
@@ -57,10 +65,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--max-frames {args.max_frames}: visual odometry needs at least 2 frames")
     if args.samples < 8:
         raise InputError(f"--samples {args.samples}: need at least 8 correspondences per pair")
-    if args.refine == "none" and (args.refine_intrinsics or args.ba_window != 4):
+    if args.refine == "none" and (args.refine_intrinsics or args.ba_window != 8):
         raise InputError("--refine-intrinsics / --ba-window need --refine ba")
     if args.ba_window < 1:
         raise InputError(f"--ba-window {args.ba_window}: give at least 1 keyframe")
+    camera_height = _camera_height(args.camera_height, args.stereo)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder; give a folder path")
@@ -68,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
                         max_frames=args.max_frames, fps=args.fps)
     cfg = VOConfig(ransac_backend=args.backend, dis_preset=args.dis_preset, stereo=args.stereo,
                    refine=args.refine, ba_window=args.ba_window, ba_refine_intrinsics=args.refine_intrinsics,
-                   num_samples=args.samples, seed=args.seed, device=_device(args.device))
+                   num_samples=args.samples, seed=args.seed, device=_device(args.device),
+                   camera_height=camera_height, ground_scale="off" if args.no_ground_scale else "auto",
+                   skip_unreadable=not args.strict)
     flow_fn = depth_fn = None
     if args.flow or args.depth:
         from trianflow.inference import load_depth_fn, load_flow_fn
@@ -85,13 +96,19 @@ def run(args: argparse.Namespace) -> int:
         if info.status not in ("first",):
             bar.set_postfix(status=info.status, inl=info.inliers, refresh=False)
 
-    try:
-        result = run_vo(seq, cfg, flow_fn=flow_fn, depth_fn=depth_fn, progress=progress)
-    finally:
-        bar.close()
-    extra = {}
+    with _StopOnSignal() as stop:
+        try:
+            result = run_vo(seq, cfg, flow_fn=flow_fn, depth_fn=depth_fn, progress=progress, should_stop=stop)
+        finally:
+            bar.close()
+    extra = {"interrupted": result.interrupted, "warnings": result.warnings}
+    if result.ground is not None:
+        extra["ground"] = result.ground
     gt = args.gt
     metrics = None
+    if result.interrupted:
+        print(f"interrupted by {result.interrupted} after {len(result.poses)} of {len(seq)} frames: "
+              "writing the frames done so far", file=sys.stderr)
     if gt or seq.gt_poses is not None:
         try:
             metrics = _evaluate(result, seq, gt, args.stereo)
@@ -104,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     save_run(out, result, seq, extra=extra)
     counts = result.status_counts()
     t = result.timings
-    print(f"{seq.name}: {len(seq)} frames, {t['fps']:.1f} frames/s "
+    print(f"{seq.name}: {len(result.poses)} frames, {t['fps']:.1f} frames/s "
           f"(flow {t['flow_ms']:.0f} ms, selection {t['select_ms']:.0f} ms, geometry {t['geometry_ms']:.0f} ms per pair)")
     print("status: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if metrics is not None:
@@ -120,8 +137,75 @@ def run(args: argparse.Namespace) -> int:
     written = "poses.txt, poses_tum.txt, frames.csv, run.json, points.npz"
     if result.mapping is not None:
         written += ", tracks.npz"
+    if result.ground is not None:
+        g = result.ground
+        what = f"metric from --camera-height {g['camera_height']:g} m" if g["mode"] == "metric" else \
+            "drift held by a constant height above the ground"
+        print(f"ground plane: found at {g['planes_found']} of {g['evaluated']} keyframes ({what})")
     print(f"wrote {out}/{written}")
+    if result.interrupted:
+        return 128 + _SIGNALS.get(result.interrupted, 2)
     return 0
+
+
+_SIGNALS = {"SIGINT": 2, "SIGTERM": 15}
+
+
+class _StopOnSignal:
+    """Context manager: SIGINT / SIGTERM set a flag the VO loop polls (``__call__`` returns the
+    signal name), so an interrupted run still writes every output for the frames done so far.
+    A second signal while the outputs are written is let through (default handler)."""
+
+    def __init__(self):
+        self.reason = None
+        self._old = {}
+
+    def __enter__(self):
+        import signal
+
+        try:  # pycolmap installs glog's failure handler for SIGTERM when it is imported: import it first
+            import pycolmap  # noqa: F401
+        except ImportError:  # pragma: no cover - a dependency, but the plain VO does not need it
+            pass
+        for name in _SIGNALS:
+            sig = getattr(signal, name)
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no handlers, no stopping
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        import signal
+
+        self.reason = signal.Signals(signum).name
+        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))  # a second one ends the process
+
+    def __call__(self):
+        return self.reason
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+def _camera_height(text, stereo: bool):
+    """``--camera-height`` as a float > 0 (one-line InputError otherwise)."""
+    if text is None:
+        return None
+    try:
+        h = float(text)
+    except ValueError:
+        raise InputError(f"--camera-height {text!r}: give the camera's height above the ground in metres, "
+                         "e.g. 1.65") from None
+    if not (h > 0 and h < float("inf")):
+        raise InputError(f"--camera-height {text}: must be a positive number of metres, e.g. 1.65")
+    if stereo:
+        raise InputError("--camera-height and --stereo both set the metric scale: give only one")
+    return h
 
 
 def _device(name: str) -> str:

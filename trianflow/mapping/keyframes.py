@@ -35,7 +35,7 @@ NON_KEYFRAME_STATUSES = ("static", "rotation", "const_vel")
 class KeyframePolicy:
     """Thresholds of :class:`KeyframeSelector` (pixels / ratios / frames)."""
 
-    min_parallax_px: float = 8.0
+    min_parallax_px: float = 30.0
     min_inlier_ratio: float = 0.6
     min_track_ratio: float = 0.5
     max_interval: int = 8

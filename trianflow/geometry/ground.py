@@ -1,0 +1,219 @@
+"""Ground plane from triangulated points, and the camera height above it.
+
+Monocular VO knows its trajectory up to a scale that drifts slowly. A camera mounted on a
+vehicle (or carried at a steady height) sits at a constant height above a roughly planar
+ground; the road points triangulated in the lower part of the image give that height in the
+units of the map. :func:`fit_ground_plane` finds the plane robustly and
+:func:`ground_scale_profile` turns a sequence of per-keyframe heights into a smooth per-frame
+scale correction (metric when the true height is given, drift-free otherwise).
+
+Conventions: camera coordinates x right, y down, z forward; pixels with centres at integers;
+a plane is ``n . X + d = 0`` with ``|n| = 1`` and ``n`` pointing up (``n_y < 0``), so the camera
+(the origin) is at height ``d > 0`` above it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["GroundPlane", "GroundOptions", "fit_ground_plane", "ground_scale_profile", "rescale_trajectory"]
+
+
+@dataclass
+class GroundOptions:
+    """Settings of :func:`fit_ground_plane`.
+
+    min_row: candidates lie below this fraction of the image height *under the principal point*
+        (0 = the horizon row of a level camera, 1 = the bottom row).
+    max_col: candidates lie within this fraction of the half-width around the principal point
+        (kerbs, parked cars and walls crowd the image sides).
+    max_tilt_deg: the plane normal must be within this angle of the camera's up axis (-y).
+    inlier_rel: inlier distance to the plane as a fraction of the camera height.
+    max_range_rel: candidates farther than this many camera heights are left out (the far road
+        is triangulated from little parallax).
+    max_lateral_rel: ... and farther sideways than this many camera heights (the lane and its
+        neighbour: verges, kerbs and embankments lie beyond; a car's camera sits at about half
+        the lane width above the road).
+    min_inliers / min_inlier_ratio: what a found plane needs.
+    iterations: RANSAC samples of 3 points.
+    """
+
+    min_row: float = 0.08
+    max_col: float = 0.8
+    max_tilt_deg: float = 8.0
+    inlier_rel: float = 0.04
+    max_range_rel: float = 10.0
+    max_lateral_rel: float = 2.0
+    min_inliers: int = 25
+    min_inlier_ratio: float = 0.3
+    iterations: int = 200
+    seed: int = 0
+
+
+@dataclass
+class GroundPlane:
+    """Result of :func:`fit_ground_plane`.
+
+    found: whether a plane passed the checks (else ``reason`` says why and the rest is NaN).
+    normal: ``(3,)`` unit normal (camera coordinates, pointing up: ``normal[1] < 0``).
+    height: camera height above the plane (``d``), in the units of the points.
+    inliers: number of points on the plane; candidates: number of points considered.
+    tilt_deg: angle between the normal and the camera's up axis.
+    """
+
+    found: bool
+    normal: np.ndarray
+    height: float
+    inliers: int = 0
+    candidates: int = 0
+    tilt_deg: float = float("nan")
+    reason: str = ""
+
+
+def _not_found(reason: str, candidates: int = 0) -> GroundPlane:
+    return GroundPlane(False, np.full(3, np.nan), float("nan"), 0, candidates, float("nan"), reason)
+
+
+def _plane_lsq(P: np.ndarray):
+    c = P.mean(axis=0)
+    _, _, Vt = np.linalg.svd(P - c, full_matrices=False)
+    n = Vt[2]
+    if n[1] > 0:
+        n = -n
+    return n, -float(n @ c)
+
+
+def fit_ground_plane(X: np.ndarray, xy: np.ndarray, K: np.ndarray, image_size,
+                     options: Optional[GroundOptions] = None) -> GroundPlane:
+    """Robust ground plane of points ``X (N,3)`` (camera coordinates) seen at pixels ``xy (N,2)``.
+
+    Candidates: points in front of and below the camera whose pixels lie in the lower middle of
+    the image (see :class:`GroundOptions`). A RANSAC over 3-point planes keeps the nearly
+    horizontal plane (normal within ``max_tilt_deg`` of the up axis) with the most points within
+    ``inlier_rel`` of the camera height; restricting the candidates to the lane ahead (relative
+    to a first height guess) keeps verges, kerbs, embankments and most cars out. The plane is
+    refitted by least squares on its inliers. Scale-free: every threshold is relative to the
+    height itself, so it works in the arbitrary units of a monocular map.
+
+    Returns:
+        :class:`GroundPlane` (``found=False`` with a reason when no plane passes).
+    """
+    opt = options or GroundOptions()
+    X = np.asarray(X, dtype=np.float64).reshape(-1, 3)
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    K = np.asarray(K, dtype=np.float64)
+    H, W = int(image_size[0]), int(image_size[1])
+    cx, cy = K[0, 2], K[1, 2]
+    ok = np.isfinite(X).all(axis=1) & np.isfinite(xy).all(axis=1)
+    ok &= (X[:, 2] > 0) & (X[:, 1] > 0)
+    ok &= xy[:, 1] >= cy + opt.min_row * max(H - 1 - cy, 1.0)
+    ok &= np.abs(xy[:, 0] - cx) <= opt.max_col * 0.5 * W
+    P = X[ok]
+    n_cand = len(P)
+    if n_cand < opt.min_inliers:
+        return _not_found(f"{n_cand} points below the horizon (need {opt.min_inliers})", n_cand)
+    # range limit relative to a first height guess: the median 'y' of the candidates is at most
+    # the camera height of a level camera (points above the road have smaller y)
+    h0 = float(np.percentile(P[:, 1], 75))
+    P = P[(np.linalg.norm(P, axis=1) <= opt.max_range_rel * max(h0, 1e-12))
+          & (np.abs(P[:, 0]) <= opt.max_lateral_rel * max(h0, 1e-12))]
+    if len(P) < opt.min_inliers:
+        return _not_found(f"{len(P)} points near enough to the camera (need {opt.min_inliers})", n_cand)
+    rng = np.random.default_rng(opt.seed)
+    cos_tilt = np.cos(np.radians(opt.max_tilt_deg))
+    best = (-1.0, None)
+    idx = rng.integers(0, len(P), size=(opt.iterations, 3))
+    A, B, C = P[idx[:, 0]], P[idx[:, 1]], P[idx[:, 2]]
+    N = np.cross(B - A, C - A)
+    nn = np.linalg.norm(N, axis=1)
+    good = nn > 1e-12
+    N[good] /= nn[good, None]
+    N[N[:, 1] > 0] *= -1
+    good &= -N[:, 1] >= cos_tilt
+    D = -np.einsum("ij,ij->i", N, A)
+    good &= D > 0
+    if not good.any():
+        return _not_found("no nearly horizontal plane below the camera", n_cand)
+    N, D = N[good], D[good]
+    dist = np.abs(P @ N.T + D[None, :])  # (M,S)
+    inl = dist <= opt.inlier_rel * D[None, :]
+    counts = inl.sum(axis=0)
+    j = int(np.argmax(counts))
+    m = inl[:, j]
+    n, d = N[j], float(D[j])
+    for _ in range(3):  # least-squares refit on the inliers, re-select
+        if m.sum() < 3:
+            break
+        n, d = _plane_lsq(P[m])
+        if d <= 0:
+            break
+        m = np.abs(P @ n + d) <= opt.inlier_rel * d
+    n_in = int(m.sum())
+    tilt = float(np.degrees(np.arccos(np.clip(-n[1], -1, 1))))
+    if d <= 0 or not np.isfinite(d):
+        return _not_found("the plane does not lie below the camera", n_cand)
+    if tilt > opt.max_tilt_deg:
+        return _not_found(f"the best plane is tilted {tilt:.0f} deg from horizontal", n_cand)
+    if n_in < opt.min_inliers or n_in < opt.min_inlier_ratio * len(P):
+        return _not_found(f"{n_in} of {len(P)} points on the plane", n_cand)
+    return GroundPlane(True, n, d, n_in, n_cand, tilt, "")
+
+
+def ground_scale_profile(heights: np.ndarray, found: np.ndarray, camera_height: Optional[float] = None,
+                         window: int = 7, max_step: float = 0.5) -> np.ndarray:
+    """Per-keyframe scale factors that put the camera at a constant height above the ground.
+
+    Args:
+        heights: ``(K,)`` camera height above the ground plane at each keyframe, in map units
+            (NaN where no plane was found).
+        found: ``(K,)`` bool, plane found.
+        camera_height: the true height (metres): factors make the map metric. ``None``: the
+            median height is kept, so the factors only remove the drift.
+        window: robust smoothing (running median of the log factor over this many found
+            keyframes, centred).
+        max_step: heights further than this (relative, in log) from the local median are
+            outliers and are ignored.
+    Returns:
+        ``(K,)`` factors (multiply the map's lengths around keyframe k by factor k). Keyframes
+        without a plane take the factor of the nearest found neighbours (linear in between,
+        held before the first and after the last), i.e. they keep the chained scale.
+    """
+    heights = np.asarray(heights, dtype=np.float64)
+    found = np.asarray(found, bool) & np.isfinite(heights) & (heights > 0)
+    Kn = len(heights)
+    if found.sum() == 0:
+        return np.ones(Kn)
+    idx = np.flatnonzero(found)
+    logh = np.log(heights[idx])
+    half = max(window // 2, 1)
+    med = np.array([np.median(logh[max(0, i - half): i + half + 1]) for i in range(len(idx))])
+    keep = np.abs(logh - med) <= max_step
+    if keep.sum() == 0:
+        keep[:] = True
+    idx, logh = idx[keep], logh[keep]
+    smooth = np.array([np.median(logh[max(0, i - half): i + half + 1]) for i in range(len(idx))])
+    target = np.log(camera_height) if camera_height is not None else float(np.median(smooth))
+    logs = target - smooth
+    return np.exp(np.interp(np.arange(Kn), idx, logs))
+
+
+def rescale_trajectory(poses: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """Apply per-frame scale factors to the motion of a trajectory.
+
+    Args:
+        poses: ``(N,4,4)`` camera-to-world.
+        factors: ``(N,)``: the step from frame ``i-1`` to ``i`` is multiplied by ``factors[i]``
+            (``factors[0]`` is unused); rotations are unchanged.
+    Returns:
+        ``(N,4,4)`` camera-to-world, first pose unchanged.
+    """
+    poses = np.asarray(poses, dtype=np.float64)
+    out = poses.copy()
+    if len(poses) < 2:
+        return out
+    steps = np.diff(poses[:, :3, 3], axis=0) * np.asarray(factors, dtype=np.float64)[1:, None]
+    out[1:, :3, 3] = poses[0, :3, 3] + np.cumsum(steps, axis=0)
+    return out
