@@ -272,7 +272,10 @@ class VisualOdometry:
             self._held_frames.append((index, rel[:3, :3].copy(), self._parallax))
             info.reason = info.reason or f"low parallax: the next frame is matched against frame {self.prev_index}"
             info.seconds = time.perf_counter() - t0
-            return self.pose_c2w @ np.linalg.inv(rel), info
+            pose = self.pose_c2w @ np.linalg.inv(rel)
+            if self.mapper is not None and self.mapper.keyframes:  # not tracked: re-attached to its keyframe
+                self.mapper.skip(index, pose)
+            return pose, info
         self.held = 0
         if self._held_frames:
             self._revise_held(rel, index)
@@ -325,6 +328,8 @@ class VisualOdometry:
             T[:3, :3] = R.T
             T[:3, 3] = centre * frac
             self._corrections[j] = self.pose_c2w @ T
+            if self.mapper is not None and self.mapper.keyframes:  # re-attached to the adjusted keyframes
+                self.mapper.skip(j, self._corrections[j])
         self._held_frames = []
 
     def _informative(self, image: np.ndarray) -> bool:

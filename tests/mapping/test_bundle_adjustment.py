@@ -179,14 +179,14 @@ def test_refine_ba_on_synthetic_sequence_lowers_the_error(synthetic):
     from trianflow.evaluation.trajectory import evaluate_trajectory
     from trianflow.odometry import VOConfig, run_vo
 
-    plain = run_vo(synthetic, VOConfig(), keep_points=False)
+    plain = run_vo(synthetic, VOConfig(refine="none"), keep_points=False)
     ba = run_vo(synthetic, VOConfig(refine="ba"), keep_points=False)
     assert plain.mapping is None and ba.mapping is not None
     e_plain = evaluate_trajectory(plain.poses, synthetic.gt_poses, align="sim3").ape_rmse
     e_ba = evaluate_trajectory(ba.poses, synthetic.gt_poses, align="sim3").ape_rmse
     assert e_ba < 0.7 * e_plain, (e_ba, e_plain)
     s = ba.mapping["summary"]
-    assert s["keyframes"][0] == 0 and s["windows_adjusted"] >= 3 and s["final"]["adjusted"]
+    assert s["keyframes"][0] == 0 and s["windows_adjusted"] >= 2 and s["final"] is None
     assert np.allclose(ba.poses[0], np.eye(4), atol=1e-12)  # gauge: frame 0 stays the origin
     # the saved map is consistent with the saved poses: every point seen twice, small residuals
     mp = ba.mapping["map"]

@@ -31,8 +31,8 @@ def test_refine_ba_lowers_the_drift_on_real_footage(tmp_path, capsys):
     assert ate["ba"] < 0.7 * ate["none"], ate  # the issue asks for at least 30 % less
     meta = json.loads((runs["ba"] / "run.json").read_text())
     ref = meta["refine"]
-    assert meta["config"]["refine"] == "ba" and ref["keyframes"][0] == 0 and len(ref["keyframes"]) >= 8
-    assert ref["windows_adjusted"] >= len(ref["keyframes"]) - 3 and ref["final"]["adjusted"]
+    assert meta["config"]["refine"] == "ba" and ref["keyframes"][0] == 0 and len(ref["keyframes"]) >= 5
+    assert ref["windows_adjusted"] >= len(ref["keyframes"]) - 3 and ref["final"] is None  # final adjustment off by default
     assert ref["K_final"] == ref["K_initial"]  # intrinsics held fixed by default
     with np.load(runs["ba"] / "tracks.npz") as z:
         assert len(z["xyz"]) > 1000 and set(np.unique(z["obs_frame"])) <= set(ref["keyframes"])
@@ -41,7 +41,7 @@ def test_refine_ba_lowers_the_drift_on_real_footage(tmp_path, capsys):
 
 
 def test_refine_options_need_refine_ba(tmp_path, capsys):
-    for args in (["--refine-intrinsics"], ["--ba-window", "6"], ["--refine", "ba", "--ba-window", "0"]):
+    for args in (["--refine", "none", "--refine-intrinsics"], ["--refine", "none", "--ba-window", "6"], ["--refine", "ba", "--ba-window", "0"]):
         rc = main(["vo", str(tmp_path), "--out", str(tmp_path / "o")] + args)
         err = capsys.readouterr().err
         assert rc == 2 and err.startswith("error: ") and "ba" in err, (args, err)

@@ -106,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
         extra["ground"] = result.ground
     gt = args.gt
     metrics = None
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     if result.interrupted:
         print(f"interrupted by {result.interrupted} after {len(result.poses)} of {len(seq)} frames: "
               "writing the frames done so far", file=sys.stderr)
