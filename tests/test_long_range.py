@@ -147,7 +147,8 @@ def test_signal_writes_the_frames_done_so_far(tmp_path, sig, code):
     out = tmp_path / "run"
     env = {**os.environ, "HOME": str(tmp_path), "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
     p = subprocess.Popen([sys.executable, "-m", "trianflow", "vo", str(KITTI03), "--out", str(out),
-                          "--max-frames", "300"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+                          "--max-frames", "300"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                         start_new_session=True)
     seen = []
 
     def reader():
