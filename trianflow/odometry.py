@@ -227,7 +227,8 @@ class VisualOdometry:
         self._ground_per_pair = (h is not None or (self.cfg.ground_scale == "auto" and self.cfg.refine == "ba")) \
             and not self.cfg.stereo and depth_fn is None
         if self.cfg.refine == "ba":
-            from trianflow.mapping.bundle_adjustment import BAOptions, LocalMapper, MapperConfig
+            from trianflow.mapping.bundle_adjustment import BAOptions
+            from trianflow.mapping.local_mapper import LocalMapper, MapperConfig
 
             mcfg = MapperConfig(window=self.cfg.ba_window,
                                 ba=BAOptions(refine_intrinsics=self.cfg.ba_refine_intrinsics))
@@ -370,6 +371,7 @@ class VisualOdometry:
 
     def _relative_pose(self, fwd: np.ndarray, bwd: np.ndarray, info: FrameInfo) -> np.ndarray:
         cfg = self.cfg
+        self.last_inliers = None  # (x1 (M,2) in the reference frame, x2 (M,2) here) of the E inliers, for viewers
         ff, fb = self._flow_tensor(fwd), self._flow_tensor(bwd)
         ts = time.perf_counter()
         st = max(1, cfg.score_stride)
@@ -421,6 +423,7 @@ class VisualOdometry:
             return self._fallback(tracked, info)
         R = est.R[0].double()
         inl = est.inliers[0]
+        self.last_inliers = (corr.x1[0][inl].cpu().numpy(), corr.x2[0][inl].cpu().numpy())
         # parallax after de-rotation: pure rotation leaves (almost) none
         self._parallax = float(self._parallax_px(R, x1, x2)[inl].median())
         if self._parallax < min_parallax:
@@ -630,7 +633,8 @@ def _kabsch_origin(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, progress: Optional[Callable] = None,
-           keep_points: bool = True, should_stop: Optional[Callable[[], Optional[str]]] = None):
+           keep_points: bool = True, should_stop: Optional[Callable[[], Optional[str]]] = None,
+           observer: Optional[Callable] = None):
     """Run VO over a :class:`~trianflow.data.FrameSequence`.
 
     Args:
@@ -644,6 +648,9 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
             (e.g. ``"SIGTERM"``) the loop stops and the result covers the frames done so far,
             finished as a complete run would be (bundle adjustment, ground scale), with
             ``VOResult.interrupted`` set to that reason.
+        observer: optional callable ``(index, image (H,W,3) uint8 or None, pose_c2w (4,4), FrameInfo,
+            VisualOdometry) -> None`` called after ``progress`` for every frame (a live viewer reads
+            ``vo.last_inliers``, ``vo.new_points``, ``vo.mapper`` from it; it must not modify them).
     Returns:
         :class:`VOResult`.
 
@@ -681,6 +688,8 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
             frames.append(info)
             if progress is not None:
                 progress(info)
+            if observer is not None:
+                observer(i, img, pose, info, vo)
     finally:
         torch.set_num_threads(threads)
     n = len(poses)
