@@ -25,6 +25,7 @@ COMMANDS = {
     "depth": "infer",
     "export": "export",
     "report": "report",
+    "view": "view",
 }
 
 

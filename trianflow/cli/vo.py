@@ -51,6 +51,14 @@ def add_parser(sub) -> None:
     p.add_argument("--gt", metavar="GT", help="ground-truth trajectory: evaluate after the run (default: the "
                    "sequence's own poses when it has them)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--fov", type=float, metavar="DEG",
+                   help="horizontal field of view in degrees when the intrinsics are unknown (a phone or dash-cam "
+                   "video): pinhole K with fx = fy = (W/2)/tan(fov/2) and the principal point at the centre; "
+                   "add --refine-intrinsics to refine it in the bundle adjustment (not with --intrinsics)")
+    p.add_argument("--viz", nargs="?", const="auto", choices=("auto", "spawn", "save"), metavar="auto|spawn|save",
+                   help="stream the run to the Rerun 3D viewer (pip install trianflow[viz]): with a display it "
+                   "spawns the viewer, without one (or with --viz save) it writes RUN_DIR/recording.rrd "
+                   "(open it with `rerun RUN_DIR/recording.rrd`)")
     p.set_defaults(func=run)
 
 
@@ -61,6 +69,19 @@ def run(args: argparse.Namespace) -> int:
     from trianflow.odometry import VOConfig, run_vo
     from trianflow.run_dir import save_run
 
+    viz_mode = None
+    if getattr(args, "viz", None):  # before anything else: a missing extra stops the run before any frame
+        from trianflow.viz.rerun_log import require_rerun, resolve_mode
+
+        require_rerun()
+        viz_mode = resolve_mode(args.viz)
+    fov = getattr(args, "fov", None)
+    if fov is not None:
+        from trianflow.api import check_fov
+
+        check_fov(fov)
+        if args.intrinsics:
+            raise InputError("--fov and --intrinsics both give the camera intrinsics: give only one")
     if args.max_frames is not None and args.max_frames < 2:
         raise InputError(f"--max-frames {args.max_frames}: visual odometry needs at least 2 frames")
     if args.samples < 8:
@@ -73,8 +94,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder; give a folder path")
-    seq = open_sequence(args.sequence, intrinsics=args.intrinsics, stereo=args.stereo,
-                        max_frames=args.max_frames, fps=args.fps)
+    if fov is not None:
+        from trianflow.api import open_sequence as open_with_fov
+
+        seq = open_with_fov(args.sequence, fov=fov, stereo=args.stereo, max_frames=args.max_frames, fps=args.fps)
+    else:
+        seq = open_sequence(args.sequence, intrinsics=args.intrinsics, stereo=args.stereo,
+                            max_frames=args.max_frames, fps=args.fps)
     cfg = VOConfig(ransac_backend=args.backend, dis_preset=args.dis_preset, stereo=args.stereo,
                    refine=args.refine, ba_window=args.ba_window, ba_refine_intrinsics=args.refine_intrinsics,
                    num_samples=args.samples, seed=args.seed, device=_device(args.device),
@@ -96,11 +122,34 @@ def run(args: argparse.Namespace) -> int:
         if info.status not in ("first",):
             bar.set_postfix(status=info.status, inl=info.inliers, refresh=False)
 
+    recorder = None
+    if viz_mode is not None:
+        from trianflow.viz.rerun_log import VORecorder
+
+        out.mkdir(parents=True, exist_ok=True)
+        recorder = VORecorder(seq.K, seq.size, save_path=out / "recording.rrd" if viz_mode == "save" else None,
+                              spawn=viz_mode == "spawn", timestamps=seq.timestamps, gt_poses=seq.gt_poses,
+                              align="se3" if args.stereo else "sim3")
+        depth_fn = recorder.wrap_depth(depth_fn)
     with _StopOnSignal() as stop:
         try:
-            result = run_vo(seq, cfg, flow_fn=flow_fn, depth_fn=depth_fn, progress=progress, should_stop=stop)
+            result = run_vo(seq, cfg, flow_fn=flow_fn, depth_fn=depth_fn, progress=progress, should_stop=stop,
+                            observer=recorder)
+        except BaseException:
+            if recorder is not None:
+                recorder.close(keep=False)
+            raise
         finally:
             bar.close()
+    if recorder is not None:
+        kfs = map_xyz = map_rgb = None
+        if result.mapping is not None:
+            kfs = result.mapping["summary"]["keyframes"]
+            if len(result.mapping["map"]["xyz"]):
+                map_xyz, map_rgb = result.mapping["map"]["xyz"], result.mapping["map"]["rgb"]
+        if map_xyz is None and result.points is not None:
+            map_xyz, map_rgb = result.points["xyz"], result.points["rgb"]
+        recorder.finish(result.poses, map_xyz, map_rgb, kfs)
     extra = {"interrupted": result.interrupted, "warnings": result.warnings}
     if result.ground is not None:
         extra["ground"] = result.ground
@@ -145,6 +194,9 @@ def run(args: argparse.Namespace) -> int:
             "drift held by a constant height above the ground"
         print(f"ground plane: found at {g['planes_found']} of {g['evaluated']} keyframes ({what})")
     print(f"wrote {out}/{written}")
+    if recorder is not None:
+        print("viewer: streamed to the Rerun viewer" if viz_mode == "spawn" else
+              f"viewer: wrote {out}/recording.rrd (open it with `rerun {out}/recording.rrd`)")
     if result.interrupted:
         return 128 + _SIGNALS.get(result.interrupted, 2)
     return 0
