@@ -36,6 +36,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder for checkpoints, logs and tensorboard (same as train.out_dir=...)")
     p.add_argument("--print-config", action="store_true", help="print the merged config as YAML and exit")
     p.add_argument("--list-tasks", action="store_true", help="list the registered training tasks and exit")
+    p.add_argument("--viz", nargs="?", const="auto", choices=("auto", "spawn", "save"), metavar="auto|spawn|save",
+                   help="also log losses, flow/depth images and the GT metrics to the Rerun viewer (pip install "
+                   "trianflow[viz]; tensorboard stays on): spawned with a display, else OUT_DIR/recording.rrd")
     p.set_defaults(func=run)
     return p
 
@@ -79,6 +82,12 @@ def run(args) -> int:
     if args.list_tasks:
         print("\n".join(available_tasks()))
         return 0
+    viz_mode = None
+    if getattr(args, "viz", None):
+        from trianflow.viz.rerun_log import require_rerun, resolve_mode
+
+        require_rerun()
+        viz_mode = resolve_mode(args.viz)
     overrides, resume = _resolve_args(args)
     cfg = _load(args, overrides, resume)
     if args.print_config:
@@ -94,6 +103,12 @@ def run(args) -> int:
     trainer, finished = None, False
     try:
         trainer = Trainer.from_config(cfg, resume=resume, progress=True)
+        if viz_mode is not None and trainer.info.is_main:
+            from trianflow.viz.rerun_log import TrainRecorder
+
+            trainer.out_dir.mkdir(parents=True, exist_ok=True)
+            trainer.viz_writer = TrainRecorder(trainer.out_dir / "recording.rrd" if viz_mode == "save" else None,
+                                               spawn=viz_mode == "spawn")
         summary = trainer.run()
         main = trainer.info.is_main
         finished = True

@@ -311,6 +311,29 @@ def _lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     return fn
 
 
+class _TeeWriter:
+    """Forwards the SummaryWriter calls the trainer makes to several writers."""
+
+    def __init__(self, writers):
+        self.writers = list(writers)
+
+    def add_scalar(self, *args, **kwargs):
+        for w in self.writers:
+            w.add_scalar(*args, **kwargs)
+
+    def add_image(self, *args, **kwargs):
+        for w in self.writers:
+            w.add_image(*args, **kwargs)
+
+    def flush(self):
+        for w in self.writers:
+            w.flush()
+
+    def close(self):
+        for w in self.writers:
+            w.close()
+
+
 class Trainer:
     """Train ``task`` with ``cfg`` (see the module docstring for the task protocol).
 
@@ -357,6 +380,7 @@ class Trainer:
         self.consecutive_skips = 0
         self._stop_requested = False
         self._signal_count = 0
+        self.viz_writer = None  # extra SummaryWriter-like sink, e.g. a Rerun TrainRecorder (trianflow train --viz)
 
         # models
         models = task.models()
@@ -592,6 +616,12 @@ class Trainer:
     def _open_writer(self):
         if not self.info.is_main:
             return None
+        tb = self._open_tensorboard()
+        if self.viz_writer is None:
+            return tb
+        return _TeeWriter([w for w in (tb, self.viz_writer) if w is not None])
+
+    def _open_tensorboard(self):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:

@@ -482,9 +482,10 @@ def _image_files(run) -> Optional[List[Path]]:
     return paths
 
 
-def read_recording(path) -> Dict[str, List[int]]:
-    """Read an ``.rrd`` back with Rerun's chunk reader: ``{entity path: sorted frame indices at
-    which it was logged}`` (``[]`` for static-only entities)."""
+def read_recording(path, timeline: str = "frame") -> Dict[str, List[int]]:
+    """Read an ``.rrd`` back with Rerun's chunk reader: ``{entity path: sorted values of the
+    sequence ``timeline`` (``"frame"`` for VO, ``"step"`` for training) at which it was logged}``
+    (``[]`` for static-only entities)."""
     rr = require_rerun()
     from rerun.chunk import RrdReader
 
@@ -492,8 +493,61 @@ def read_recording(path) -> Dict[str, List[int]]:
     for chunk in RrdReader(str(path)).stream().to_chunks():
         ent = chunk.entity_path
         s = out.setdefault(ent, set())
-        if "frame" in chunk.timeline_names:
-            col = chunk.to_record_batch().column("frame")
+        if timeline in chunk.timeline_names:
+            col = chunk.to_record_batch().column(timeline)
             s.update(int(v) for v in col.to_pylist() if v is not None)
     del rr
     return {k: sorted(v) for k, v in out.items()}
+
+
+class TrainRecorder:
+    """A tensorboard-``SummaryWriter``-like sink (``add_scalar``, ``add_image``, ``flush``,
+    ``close``) that writes the training logs into a Rerun recording on the timeline ``step``:
+    losses and ``train/*`` as time series under their tensorboard tags, the GT metrics of the
+    batches (``gt_epe``, ``gt_abs_rel``, ... terms) also under ``metrics/``, and the flow / depth
+    images as images. The trainer tees its tensorboard writer into it (``trianflow train --viz``).
+
+    Args:
+        save_path: the ``.rrd`` to write (``.tmp`` until :meth:`close`), or ``spawn=True``.
+    """
+
+    def __init__(self, save_path=None, spawn: bool = False, app_id: str = "trianflow_train"):
+        self.rr = require_rerun()
+        self.path = Path(save_path) if save_path is not None else None
+        self._tmp = self.path.with_name(self.path.name + ".tmp") if self.path is not None else None
+        self.rec = open_stream(app_id, save_path=self._tmp, spawn=spawn)
+        self._closed = False
+
+    def add_scalar(self, tag: str, value, step: int) -> None:
+        v = float(value)
+        if not np.isfinite(v):
+            return
+        self.rec.set_time("step", sequence=int(step))
+        self.rec.log(tag, self.rr.Scalars(v))
+        name = tag.rsplit("/", 1)[-1]
+        if name.startswith("gt_"):
+            self.rec.log(f"metrics/{name[3:]}", self.rr.Scalars(v))
+
+    def add_image(self, tag: str, image, step: int) -> None:
+        """``image``: ``(3,H,W)`` float in [0, 1] (tensor or array), as tensorboard takes it."""
+        a = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+        if a.ndim == 3 and a.shape[0] in (1, 3):
+            a = np.moveaxis(a, 0, -1)
+        a = np.clip(np.nan_to_num(a.astype(np.float32)), 0, 1)
+        self.rec.set_time("step", sequence=int(step))
+        self.rec.log(tag, self.rr.EncodedImage(contents=_jpeg((a * 255 + 0.5).astype(np.uint8).squeeze(), 90),
+                                               media_type="image/jpeg"))
+
+    def flush(self) -> None:
+        self.rec.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.rec.flush()
+        finally:
+            self.rec.disconnect()
+        if self._tmp is not None and self._tmp.exists():
+            os.replace(self._tmp, self.path)
