@@ -120,3 +120,26 @@ def test_umeyama_recovers_a_similarity():
     assert np.allclose(gt_in_estimate_frame(src, dst, "sim3"), src)
     s1, _, _ = umeyama(src, dst, with_scale=False)
     assert s1 == 1.0
+
+
+def test_vo_viz_logs_the_depthnet_output(syn_folder, tmp_path, monkeypatch):
+    import torch
+
+    from trianflow.config import config_to_dict, load_config
+    from trianflow.models import DepthNet
+    from trianflow.training.checkpoint import save_checkpoint
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    torch.manual_seed(0)
+    depth = DepthNet()
+    cfg = config_to_dict(load_config(None, ["data.size=[64,128]", "train.stage=depth"]))
+    ckpt = tmp_path / "depth.pt"
+    save_checkpoint(ckpt, {"step": 1, "models": {"depth": depth.state_dict()}, "arch": {"depth": depth.arch_config()},
+                           "config": cfg, "task": "trianflow", "stage": "depth"})
+    out = tmp_path / "run"
+    assert main(["vo", str(syn_folder), "--out", str(out), "--no-progress", "--refine", "none", "--depth", str(ckpt),
+                 "--viz", "save"]) == 0
+    rec = read_recording(out / "recording.rrd")
+    assert rec["/depth"] and set(rec["/depth"]) <= set(range(1, N))
+    assert rec["/world/camera"] == list(range(N))
