@@ -14,7 +14,7 @@ from trianflow.viz.rerun_log import gt_in_estimate_frame, read_recording, umeyam
 
 N = 6
 PER_FRAME = ("/world/camera", "/world/camera/image", "/world/camera/image/inliers", "/world/trajectory", "/world/gt",
-             "/status/log", "/status/inliers", "/status/matches", "/timings/frame_ms")
+             "/status/log", "/status/code", "/status/inliers", "/status/matches", "/timings/frame_ms")
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +107,13 @@ def test_viz_spawn_without_display_is_an_error(syn_folder, tmp_path, capsys, mon
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert main(["vo", str(syn_folder), "--out", str(tmp_path / "r"), "--no-progress", "--viz", "spawn"]) == 2
     assert "--viz save" in capsys.readouterr().err
+
+
+def test_status_codes_follow_the_vo_statuses():
+    from trianflow.odometry import STATUSES
+    from trianflow.viz.rerun_log import _STATUS_CODES
+
+    assert tuple(STATUSES) == _STATUS_CODES
 
 
 def test_umeyama_recovers_a_similarity():

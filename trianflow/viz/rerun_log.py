@@ -17,9 +17,10 @@ per input frame; timeline ``time``: the frame's timestamp in seconds):
   the points so far (refreshed at keyframes when it grew by a quarter or 50 frames later, at
   most ``max_map_points``; the final map at the end); ``world/keyframes``:
   the keyframe camera centres.
-- ``status/*`` (``matches``, ``inliers``, ``triangulated``, ``shared``, ``scale``) and
-  ``timings/frame_ms`` as time series; ``status/log``: the per-frame status as a text log
-  (warning level for ``pnp`` / ``const_vel`` / ``unreadable``).
+- ``status/*`` (``matches``, ``inliers``, ``triangulated``, ``shared``, ``scale``, ``code``: the
+  status as its position in ``trianflow.odometry.STATUSES``) and ``timings/frame_ms`` as time
+  series; ``status/log``: the per-frame status as a text log (warning level for ``pnp`` /
+  ``const_vel`` / ``unreadable``).
 - ``depth``: the DepthNet output (``DepthImage``) when the VO runs with a depth network.
 
 The same recording is built live from the VO loop (:class:`VORecorder` as the ``observer`` of
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install trianflow[viz]"
 _WARN_STATUSES = ("pnp", "const_vel", "unreadable")
+# the per-frame status as a number for its time series (``status/code``), in the order of
+# trianflow.odometry.STATUSES
+_STATUS_CODES = ("first", "ok", "ok_const_scale", "static", "rotation", "pnp", "const_vel", "unreadable")
 
 
 def require_rerun():
@@ -318,6 +322,8 @@ class VORecorder:
             if v is None or not np.isfinite(v):
                 continue
             rec.log(f"timings/{k}" if k.endswith("_ms") else f"status/{k}", rr.Scalars(float(v)))
+        if status in _STATUS_CODES:
+            rec.log("status/code", rr.Scalars(float(_STATUS_CODES.index(status))))
         text = f"frame {index}: {status}" + (" (keyframe)" if keyframe else "") + (f" - {reason}" if reason else "")
         rec.log("status/log", rr.TextLog(text, level="WARN" if status in _WARN_STATUSES else "INFO"))
         depth = self._depth if depth is None else depth
