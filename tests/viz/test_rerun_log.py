@@ -150,3 +150,14 @@ def test_vo_viz_logs_the_depthnet_output(syn_folder, tmp_path, monkeypatch):
     rec = read_recording(out / "recording.rrd")
     assert rec["/depth"] and set(rec["/depth"]) <= set(range(1, N))
     assert rec["/world/camera"] == list(range(N))
+
+
+def test_view_of_a_pair_by_pair_run(syn_folder, tmp_path):
+    out = tmp_path / "run"
+    assert main(["vo", str(syn_folder), "--out", str(out), "--no-progress", "--refine", "none"]) == 0
+    assert not (out / "tracks.npz").exists()
+    assert main(["view", str(out), "--save", str(tmp_path / "v.rrd")]) == 0
+    rec = read_recording(tmp_path / "v.rrd")
+    assert rec["/world/camera"] == list(range(N)) and rec["/world/map"] == [N - 1]
+    assert "/world/keyframes" not in rec
+    assert main(["view", str(out), "--save", str(tmp_path / "v.txt")]) == 2
