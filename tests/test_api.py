@@ -91,3 +91,13 @@ def test_open_sequence_with_fov(syn_folder):
 def test_bad_input_raises_input_error(syn_folder, call, match):
     with pytest.raises(InputError, match=re.escape(match)):
         call(syn_folder)
+
+
+def test_estimate_two_view_from_paths(syn_folder):
+    seq = tf.open_sequence(syn_folder)
+    files = sorted((syn_folder / "image_2").glob("*.png"))
+    est = tf.estimate_two_view(files[0], files[1], seq.K)
+    assert est.status == "ok" and est.inliers > 50
+    assert abs(np.linalg.norm(est.t) - 1) < 1e-6
+    by_fov = tf.estimate_two_view(seq.read(0), seq.read(1), fov=90)
+    assert by_fov.R.shape == (3, 3)
