@@ -4,16 +4,9 @@ the sliding-window mapper's pose interpolation; --refine ba end to end on a synt
 import numpy as np
 import pytest
 
-from trianflow.mapping.bundle_adjustment import (
-    BAOptions,
-    LocalMapper,
-    _Keyframe,
-    bundle_adjust,
-    matrix_from_rigid3d,
-    reprojection_errors,
-    rigid3d_from_matrix,
-    triangulate_tracks,
-)
+from trianflow.mapping.bundle_adjustment import BAOptions, bundle_adjust, matrix_from_rigid3d, rigid3d_from_matrix
+from trianflow.mapping.local_mapper import LocalMapper, _Keyframe
+from trianflow.mapping.triangulation import reprojection_errors, triangulate_tracks
 
 K = np.array([[600.0, 0, 319.5], [0, 600.0, 179.5], [0, 0, 1]])
 SIZE = (360, 640)

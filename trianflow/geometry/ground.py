@@ -124,7 +124,6 @@ def fit_ground_plane(X: np.ndarray, xy: np.ndarray, K: np.ndarray, image_size,
         return _not_found(f"{len(P)} points near enough to the camera (need {opt.min_inliers})", n_cand)
     rng = np.random.default_rng(opt.seed)
     cos_tilt = np.cos(np.radians(opt.max_tilt_deg))
-    best = (-1.0, None)
     idx = rng.integers(0, len(P), size=(opt.iterations, 3))
     A, B, C = P[idx[:, 0]], P[idx[:, 1]], P[idx[:, 2]]
     N = np.cross(B - A, C - A)

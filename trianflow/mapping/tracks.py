@@ -26,7 +26,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ["match_brightness", "bilinear_sample", "TrackObservations", "FlowTracks"]
+__all__ = ["match_brightness", "bilinear_sample", "TrackObservations", "FlowTracks", "corner_seeds"]
 
 
 def bilinear_sample(field: np.ndarray, xy: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -248,3 +248,13 @@ class FlowTracks:
             found = self.ids[idx] == ids
             xy[found] = self.xy[idx[found]]
         return xy, found
+
+
+def corner_seeds(image: np.ndarray, max_corners: int = 3000, min_distance: float = 8.0) -> np.ndarray:
+    """Shi-Tomasi corners of ``image (H,W,3|H,W)`` uint8, strongest first: ``(N,2)`` pixels."""
+    import cv2
+
+    from trianflow.flow_backends import to_gray
+
+    c = cv2.goodFeaturesToTrack(to_gray(image), int(max_corners), 0.01, float(min_distance))
+    return np.zeros((0, 2)) if c is None else c.reshape(-1, 2).astype(np.float64)
