@@ -101,7 +101,11 @@ def test_vo_static_start(synthetic):
 @needs_kitti
 def test_vo_real_kitti_snippet_ate_below_one_percent():
     seq = open_sequence(KITTI, max_frames=21)
-    assert resolve_dis_preset("auto", seq.size) == "balanced"
+    assert resolve_dis_preset("auto", seq.size) == "fast"
+    for refine in ("ba", "none"):  # the default and the fast pair-by-pair mode
+        res = run_vo(seq, VOConfig(refine=refine))
+        m = evaluate_trajectory(res.poses, seq.gt_poses[:21], align="sim3")
+        assert m.ape_rmse < 0.01 * m.path_length, (refine, m.ape_rmse, m.path_length)
     res = run_vo(seq, VOConfig())
     m = evaluate_trajectory(res.poses, seq.gt_poses[:21], align="sim3")
     assert m.ape_rmse < 0.01 * m.path_length, (m.ape_rmse, m.path_length)

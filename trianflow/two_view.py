@@ -46,7 +46,8 @@ def estimate_two_view(img1: np.ndarray, img2: np.ndarray, K: np.ndarray, flow_fn
     from trianflow.odometry import resolve_dis_preset
 
     h, w = img1.shape[:2]
-    flow_fn = flow_fn or DISFlow(resolve_dis_preset("auto", (h, w)))
+    # one pair, no bundle adjustment behind it: the denser "balanced" patches on wide frames
+    flow_fn = flow_fn or DISFlow("balanced" if w >= 960 else resolve_dis_preset("auto", (h, w)))
     fwd, bwd = flow_fn(img1, img2)
     ff = torch.from_numpy(np.ascontiguousarray(fwd.transpose(2, 0, 1))).unsqueeze(0)
     fb = torch.from_numpy(np.ascontiguousarray(bwd.transpose(2, 0, 1))).unsqueeze(0)
