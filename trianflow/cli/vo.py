@@ -26,8 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", choices=("opencv", "pycolmap", "torch"), default="opencv",
                    help="robust essential-matrix backend (default: opencv USAC MAGSAC++)")
     p.add_argument("--dis-preset", choices=("auto", "ultrafast", "fast", "balanced", "medium"), default="auto",
-                   help="OpenCV DIS optical-flow preset when no --flow network is given (default: auto = balanced "
-                   "for frames >= 960 px wide (fast with --refine ba), else medium)")
+                   help="OpenCV DIS optical-flow preset when no --flow network is given (default: auto = fast "
+                   "for frames >= 960 px wide, else medium; balanced is denser and slower)")
     p.add_argument("--flow", metavar="CKPT", help="FlowNet checkpoint: network flow instead of DIS")
     p.add_argument("--depth", metavar="CKPT", help="DepthNet checkpoint: per-pair scale from predicted depth")
     p.add_argument("--device", default="cpu", help="torch device for networks/geometry (cpu, cuda, cuda:1)")
