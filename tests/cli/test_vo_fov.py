@@ -24,7 +24,9 @@ def image_folder(tmp_path_factory):
 def test_vo_fov_gives_pinhole_k(image_folder, tmp_path):
     out = tmp_path / "run"
     assert main(["vo", str(image_folder), "--fov", "90", "--refine", "none", "--out", str(out), "--no-progress"]) == 0
-    intr = json.loads((out / "run.json").read_text())["intrinsics"]
+    meta = json.loads((out / "run.json").read_text())
+    intr = meta["intrinsics"]
+    assert meta["fov_deg"] == 90
     assert intr["fx"] == pytest.approx(192.0) and intr["fy"] == pytest.approx(192.0)
     assert intr["cx"] == pytest.approx(191.5) and intr["cy"] == pytest.approx(63.5)
     assert np.loadtxt(out / "poses.txt").shape == (4, 12)

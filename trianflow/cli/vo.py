@@ -151,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
             map_xyz, map_rgb = result.points["xyz"], result.points["rgb"]
         recorder.finish(result.poses, map_xyz, map_rgb, kfs)
     extra = {"interrupted": result.interrupted, "warnings": result.warnings}
+    if fov is not None:
+        extra["fov_deg"] = fov  # the intrinsics came from --fov (run.json "intrinsics" holds that K)
     if result.ground is not None:
         extra["ground"] = result.ground
     gt = args.gt
