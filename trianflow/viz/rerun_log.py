@@ -148,6 +148,20 @@ def _jpeg(image: np.ndarray, quality: int = 80) -> bytes:
     return buf.tobytes()
 
 
+def _close_stream(rec, tmp, path, keep: bool) -> None:
+    """Flush and disconnect a recording stream; its temporary file ``tmp`` becomes ``path``
+    (atomically) when ``keep``, else it is removed."""
+    try:
+        rec.flush()
+    finally:
+        rec.disconnect()
+    if tmp is not None and tmp.exists():
+        if keep:
+            os.replace(tmp, path)
+        else:
+            tmp.unlink()
+
+
 class VORecorder:
     """Writes a VO run into a Rerun recording, frame by frame.
 
@@ -390,18 +404,9 @@ class VORecorder:
 
     def close(self, keep: bool = True) -> None:
         """Flush and close the stream; ``keep=False`` removes the partial file (an error)."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self.rec.flush()
-        finally:
-            self.rec.disconnect()
-        if self._tmp is not None:
-            if keep and self._tmp.exists():
-                os.replace(self._tmp, self.path)
-            elif self._tmp.exists():
-                self._tmp.unlink()
+        if not self._closed:
+            self._closed = True
+            _close_stream(self.rec, self._tmp, self.path, keep)
 
     def __enter__(self):
         return self
@@ -548,12 +553,6 @@ class TrainRecorder:
         self.rec.flush()
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self.rec.flush()
-        finally:
-            self.rec.disconnect()
-        if self._tmp is not None and self._tmp.exists():
-            os.replace(self._tmp, self.path)
+        if not self._closed:
+            self._closed = True
+            _close_stream(self.rec, self._tmp, self.path, keep=True)
