@@ -192,9 +192,13 @@ def run(args: argparse.Namespace) -> int:
         written += ", tracks.npz"
     if result.ground is not None:
         g = result.ground
-        what = f"metric from --camera-height {g['camera_height']:g} m" if g["mode"] == "metric" else \
-            "drift held by a constant height above the ground"
-        print(f"ground plane: found at {g['planes_found']} of {g['evaluated']} keyframes ({what})")
+        if not g["planes_found"]:
+            what = "the scale is the one chained through the map"
+        elif g["mode"] == "metric":
+            what = f"metric from --camera-height {g['camera_height']:g} m"
+        else:
+            what = "drift held by a constant height above the ground"
+        print(f"ground plane: found at {g['planes_found']} of {g['evaluated']} evaluated frames ({what})")
     print(f"wrote {out}/{written}")
     if recorder is not None:
         print("viewer: streamed to the Rerun viewer" if viz_mode == "spawn" else
