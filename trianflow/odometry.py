@@ -33,11 +33,20 @@ until the translation can be solved, instead of being lost pair by pair (a handh
 while the next frame's median flow to it (extrapolated) stays below ``hold_max_flow`` of the image
 width: a camera turning in place moves on before the displacement becomes too large for the flow.
 
-``refine="ba"`` adds keyframes and a sliding-window bundle adjustment with pycolmap
+``refine="ba"`` (the default) adds keyframes and a sliding-window bundle adjustment with pycolmap
 (:class:`trianflow.mapping.LocalMapper`): at every keyframe the VO continues from the adjusted
 pose and chains its scale from the adjusted points; :attr:`VOResult.mapping` holds the map
-(points with their keyframe observations) and the adjustment summary. Without it, nothing of
-the mapping runs and the loop is exactly the plain VO.
+(points with their keyframe observations) and the adjustment summary. With ``refine="none"``
+nothing of the mapping runs and the loop is the plain pair-by-pair VO (the fast mode).
+
+Ground-plane scale (:mod:`trianflow.geometry.ground`): after the loop, monocular runs hold the
+camera's height above a ground plane seen below it constant - relative by default with the
+bundle adjustment (removes the remaining scale drift), metric with ``camera_height`` (also
+pair by pair). Frames without a plane keep the chained scale (``FrameInfo.scale_source``).
+
+Long runs: an unreadable frame is bridged (status ``unreadable``) unless
+``skip_unreadable=False``; ``run_vo(should_stop=...)`` ends the loop early and still returns a
+complete result for the frames done (the CLI wires SIGINT / SIGTERM to it).
 """
 
 from __future__ import annotations
