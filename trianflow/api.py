@@ -11,7 +11,7 @@ Example (see README ``## Use from Python``)::
     seq = tf.open_sequence("../shared/data/kitti_odom_straight")
     result = tf.run_vo(seq, tf.VOConfig(refine="none"))
     metrics = tf.evaluate_trajectory(result, seq.gt_poses)
-    print(metrics.ape_rmse)
+    metrics.ape_rmse  # metres, Sim3-aligned
 """
 
 from __future__ import annotations
@@ -226,15 +226,12 @@ def evaluate_trajectory(estimate, ground_truth, align: str = "sim3", **kwargs):
 
 def _image(x, what: str) -> np.ndarray:
     if isinstance(x, (str, os.PathLike)):
-        import cv2
+        from trianflow.data.image_folder import read_image
 
         p = Path(x)
         if not p.is_file():
             raise InputError(f"{p}: no such image file")
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if img is None:
-            raise InputError(f"{p}: cannot read the image (not an image file, or corrupt)")
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        x = read_image(p)  # RGB, or (H,W) grey (repeated below)
     a = np.asarray(x)
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, 2)
