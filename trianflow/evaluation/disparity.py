@@ -16,6 +16,20 @@ from trianflow.errors import InputError
 __all__ = ["nonoccluded_mask", "disparity_errors"]
 
 
+def _known_pixels(d: np.ndarray, mask, who: str, d_name: str, mask_name: str) -> np.ndarray:
+    """``(H,W)`` bool: finite positive disparities of ``d (H,W)``, within the optional ``mask``
+    (InputError naming ``who`` for a wrong shape)."""
+    if d.ndim != 2:
+        raise InputError(f"{who}: {d_name} must be (H,W), got shape {d.shape}")
+    known = np.isfinite(d) & (d > 0)
+    if mask is not None:
+        m = np.asarray(mask, dtype=bool)
+        if m.shape != d.shape:
+            raise InputError(f"{who}: {mask_name} {m.shape} differs from {d_name} {d.shape}")
+        known &= m
+    return known
+
+
 def nonoccluded_mask(disp: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
     """Pixels of the LEFT image whose GT disparity is known and that are visible in the right image.
 
@@ -33,14 +47,7 @@ def nonoccluded_mask(disp: np.ndarray, valid: Optional[np.ndarray] = None) -> np
         ``(H,W)`` bool mask: known, in view and not occluded.
     """
     d = np.asarray(disp, dtype=np.float64)
-    if d.ndim != 2:
-        raise InputError(f"nonoccluded_mask: disparity must be (H,W), got shape {d.shape}")
-    known = np.isfinite(d) & (d > 0)
-    if valid is not None:
-        v = np.asarray(valid, dtype=bool)
-        if v.shape != d.shape:
-            raise InputError(f"nonoccluded_mask: valid mask {v.shape} differs from disparity {d.shape}")
-        known &= v
+    known = _known_pixels(d, valid, "nonoccluded_mask", "disparity", "valid mask")
     H, W = d.shape
     xr = np.where(known, np.arange(W, dtype=np.float64)[None, :] - np.where(known, d, 0.0), np.inf)
     suffix_min = np.minimum.accumulate(xr[:, ::-1], axis=1)[:, ::-1]  # min over x' >= x
@@ -68,15 +75,8 @@ def disparity_errors(pred_px, gt_px, mask=None) -> dict:
     from trianflow.evaluation.depth_metrics import EmptyMaskError, resize_prediction
 
     g = np.asarray(gt_px.detach().cpu() if hasattr(gt_px, "detach") else gt_px, dtype=np.float64)
-    if g.ndim != 2:
-        raise InputError(f"disparity_errors: GT must be (H,W), got shape {g.shape}")
+    m = _known_pixels(g, mask, "disparity_errors", "GT", "mask")
     p = resize_prediction(pred_px, g.shape, kind="disp").astype(np.float64)
-    m = np.isfinite(g) & (g > 0)
-    if mask is not None:
-        mm = np.asarray(mask, dtype=bool)
-        if mm.shape != g.shape:
-            raise InputError(f"disparity_errors: mask {mm.shape} differs from GT {g.shape}")
-        m &= mm
     if not m.any():
         raise EmptyMaskError("disparity_errors: no GT pixel to evaluate (empty GT mask)")
     e = np.abs(p[m] - g[m])
