@@ -245,12 +245,8 @@ class LocalMapper:
 
         out = []
         for kf in self.keyframes:
-            good = ~self.bad[kf.frame]
-            X = self.xyz[kf.obs_ids[good]]
-            ok = np.isfinite(X).all(axis=1)
-            w2c = np.linalg.inv(self.kf_poses[kf.frame])
-            Xc = X[ok] @ w2c[:3, :3].T + w2c[:3, 3]
-            out.append((kf.frame, fit_ground_plane(Xc, kf.obs_xy[good][ok], self.K, self.size, options)))
+            xy, Xc = self._camera_points(kf)
+            out.append((kf.frame, fit_ground_plane(Xc, xy, self.K, self.size, options)))
         return out
 
     def is_keyframe(self, index: int) -> bool:
@@ -262,17 +258,20 @@ class LocalMapper:
         or ``None`` if there are fewer than ``min_points``."""
         if not self.keyframes:
             return None
-        kf = self.keyframes[-1]
-        good = ~self.bad[kf.frame]
-        ids, xy = kf.obs_ids[good], kf.obs_xy[good]
-        X = self.xyz[ids]
-        ok = np.isfinite(X).all(axis=1)
-        if ok.sum() < self.cfg.min_points:
+        xy, Xc = self._camera_points(self.keyframes[-1])
+        if len(Xc) < self.cfg.min_points:
             return None
-        w2c = np.linalg.inv(self.kf_poses[kf.frame])
-        Xc = X[ok] @ w2c[:3, :3].T + w2c[:3, 3]
         front = Xc[:, 2] > 1e-6
-        return xy[ok][front], Xc[front]
+        return xy[front], Xc[front]
+
+    def _camera_points(self, kf: _Keyframe):
+        """The triangulated points keyframe ``kf`` observes (rejected observations left out):
+        ``(xy (M,2) pixels, X (M,3) in its camera coordinates)``."""
+        good = ~self.bad[kf.frame]
+        X = self.xyz[kf.obs_ids[good]]
+        ok = np.isfinite(X).all(axis=1)
+        w2c = np.linalg.inv(self.kf_poses[kf.frame])
+        return kf.obs_xy[good][ok], X[ok] @ w2c[:3, :3].T + w2c[:3, 3]
 
     # -- internals --------------------------------------------------------------------------
     def _seed(self, seeds: np.ndarray) -> None:
