@@ -102,24 +102,22 @@ def open_stream(app_id: str, *, save_path: Optional[Path] = None, spawn: bool = 
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True):
-    """Least-squares ``(s, R (3,3), t (3,))`` with ``dst ~ s R src + t`` for ``(N,3)`` points
-    (Umeyama 1991, as evo aligns trajectories). Degenerate inputs give the identity."""
+    """Least-squares ``(s, R (3,3), t (3,))`` with ``dst ~ s R src + t`` for ``(N,3)`` numpy points:
+    :func:`trianflow.geometry.pose.umeyama` (as evo aligns trajectories) with guards for the
+    viewer - degenerate inputs give the identity."""
     src = np.asarray(src, np.float64)
     dst = np.asarray(dst, np.float64)
     if len(src) < 2:
         return 1.0, np.eye(3), (dst.mean(0) - src.mean(0)) if len(src) else np.zeros(3)
+    import torch
+
+    from trianflow.geometry.pose import umeyama as umeyama_t
+
     ms, md = src.mean(0), dst.mean(0)
-    xs, xd = src - ms, dst - md
-    var = float((xs ** 2).sum() / len(src))
-    if var < 1e-12:
+    if float(((src - ms) ** 2).sum() / len(src)) < 1e-12:
         return 1.0, np.eye(3), md - ms
-    C = xd.T @ xs / len(src)
-    U, D, Vt = np.linalg.svd(C)
-    S = np.eye(3)
-    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
-        S[2, 2] = -1
-    R = U @ S @ Vt
-    s = float(np.trace(np.diag(D) @ S) / var) if with_scale else 1.0
+    s, R, _ = umeyama_t(torch.from_numpy(src), torch.from_numpy(dst), with_scale=with_scale)
+    s, R = float(s), R.numpy()
     if not np.isfinite(s) or s <= 0:
         s = 1.0
     return s, R, md - s * R @ ms
