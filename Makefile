@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.trianflow-installed
 
-.PHONY: demo test install clean bench
+.PHONY: demo test install clean bench gpu-check
 
 $(STAMP): pyproject.toml
 	@if $(PYTHON) -c "import torch" >/dev/null 2>&1; then \
@@ -29,6 +29,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	@HOME=$$(mktemp -d) MPLBACKEND=Agg $(PY) -m pytest tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+# Every GPU number in one JSON (tools/gpu_check.py): cuda tests, training images/s, 200 steps of the real
+# recipe, network VO frames/s, DDP with 2+ GPUs. Uses the venv when there is one, else python3 as it is
+# (a GPU machine's CUDA torch; kornia, pycolmap and evo must be importable).
+gpu-check:
+	@py=$(PYTHON); [ -x $(PY) ] && py=$(PY); HOME=$${HOME:-/tmp} MPLBACKEND=Agg PYTHONUNBUFFERED=1 $$py tools/gpu_check.py
 
 bench: $(STAMP)
 	$(PY) tools/bench_vo.py

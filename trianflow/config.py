@@ -80,6 +80,9 @@ class LossConfig:
     smoothness). Stereo (Monodepth) terms: ``w_stereo_ap`` (appearance), ``w_stereo_lr``
     (left-right disparity consistency), ``w_stereo_smooth``; M3Depth ``w_icp`` (3-D ICP
     consistency); MiDaS ``w_ssi`` and ``w_ssi_grad`` (scale-shift invariant + gradient matching).
+    Warm start of the FlowNet: ``w_distill`` (flow and joint stages) fits the forward-backward
+    consistent OpenCV DIS flow (preset ``distill_preset``) of each training pair during the first
+    ``distill_steps`` steps (0: every step).
     """
 
     # photometric error = ssim_weight * (1 - SSIM) / 2 + (1 - ssim_weight) * L1
@@ -94,6 +97,9 @@ class LossConfig:
     fb_rel: float = 0.05
     occ_threshold: float = 0.0  # forward-splat occlusion: visible where splatted weight > threshold
     edge_weight: float = 10.0  # edge-awareness of the smoothness terms (exp(-edge_weight * |dI|))
+    w_distill: float = 0.0  # DIS-flow distillation (trianflow.losses.flow.flow_distill_loss)
+    distill_steps: int = 0
+    distill_preset: str = "medium"
     # TrianFlow, depth stage
     w_tri: float = 1.0
     w_pf: float = 1.0
@@ -127,6 +133,11 @@ class DataConfig:
     ``static_method`` score (``mad``: mean abs grey difference 0..255; ``flow``: median flow in
     px) is below ``static_threshold``. ``augment`` enables ``flip`` / ``color_jitter`` /
     ``scale_crop`` (max zoom factor, 1 = off). ``max_samples`` > 0 truncates the dataset.
+    ``frame_range`` ``[start, end]`` keeps the samples whose frames all lie in ``start <= i < end``
+    of every sequence / drive (empty: all frames), e.g. ``[0, 300]`` for training and
+    ``[300, 400]`` for validation of the same sequence. ``camera`` picks the KITTI camera:
+    ``auto`` (colour when present, else grey), ``color`` (odometry ``image_2``/``image_3``, raw
+    ``image_02``/``image_03``) or ``gray`` (``image_0``/``image_1``, raw ``image_00``/``image_01``).
     """
 
     dataset: str = "synthetic"
@@ -148,6 +159,8 @@ class DataConfig:
     color_jitter: bool = True
     scale_crop: float = 1.0
     max_samples: int = 0
+    frame_range: list[int] = field(default_factory=list)
+    camera: str = "auto"
 
 
 @dataclass

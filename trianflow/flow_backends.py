@@ -63,3 +63,34 @@ class DISFlow:
         fwd = self._fwd.calc(g1, g2, None)
         bwd = self._bwd.calc(g2, g1, None)
         return fwd, bwd
+
+
+def dis_flow_targets(img1, img2, preset: str = "medium", fb_abs: float = 1.0, fb_rel: float = 0.05):
+    """Forward/backward DIS flow of a batch and the masks of their forward-backward consistent
+    pixels: the teacher of the FlowNet's warm start (``loss.w_distill``).
+
+    Args:
+        img1, img2: ``(B,3,H,W)`` float tensors in [0,1] (any device; DIS runs on the CPU).
+        preset: DIS preset (see :class:`DISFlow`).
+        fb_abs, fb_rel: a pixel is kept when ``|f + b(x + f)| < max(fb_rel * |f|, fb_abs)``.
+    Returns:
+        ``(fwd, bwd, mask_fwd, mask_bwd)``: ``(B,2,H,W)`` flows in pixels and ``(B,1,H,W)`` {0,1}
+        masks (also 0 where the flow leaves the image), on the device of ``img1``.
+    """
+    import torch
+
+    from trianflow.geometry.flow import fb_consistency, flow_magnitude
+
+    dis = DISFlow(preset)
+    to_u8 = lambda t: (t.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()  # noqa: E731
+    f, b = [], []
+    for k in range(img1.shape[0]):
+        fw, bw = dis(to_u8(img1[k]), to_u8(img2[k]))
+        f.append(torch.from_numpy(fw).permute(2, 0, 1))
+        b.append(torch.from_numpy(bw).permute(2, 0, 1))
+    fwd = torch.stack(f).to(img1.device, torch.float32)
+    bwd = torch.stack(b).to(img1.device, torch.float32)
+    # fb_consistency is 1e3 where the flow leaves the image, so those pixels drop out too
+    masks = [(fb_consistency(a, c) < (fb_rel * flow_magnitude(a)).clamp(min=fb_abs)).float()
+             for a, c in ((fwd, bwd), (bwd, fwd))]
+    return fwd, bwd, masks[0], masks[1]

@@ -26,7 +26,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 from trianflow.data.kitti_odometry import KittiOdometryDataset
 from trianflow.data.kitti_raw import KittiRawDataset
 from trianflow.data.sequence import open_sequence
-from trianflow.data.sequences_dataset import SequencePairsDataset
+from trianflow.data.sequences_dataset import SequencePairsDataset, parse_frame_range
 from trianflow.data.stereo_pairs import (MIDDLEBURY_WIDTH, STEREO_DATASETS, KittiStereoDataset, MiddleburyDataset,
                                          StereoFolderDataset, kitti_stereo_year)
 from trianflow.data.synthetic import TRAJECTORY_KINDS, SyntheticDataset
@@ -78,15 +78,19 @@ def build_training_dataset(cfg, split: str = "train") -> torch.utils.data.Datase
     static = float(g("static_threshold", 1.0)) if g("static_filter", False) else None
     method = str(g("static_method", "mad"))
     root = str(g("root", "") or "")
+    rng = parse_frame_range(g("frame_range"))
+    camera = str(g("camera", "auto") or "auto")
     if name != "synthetic" and not root:
         raise InputError(f"data.root is empty: give the folder of the {name} dataset")
     if name == "kitti_odometry":
         seqs = list(g("sequences", []) or []) or None
         ds = KittiOdometryDataset(root, sequences=seqs, frames=frames, stride=stride, size=size, stereo=stereo,
-                                  transform=transform, static_threshold=static, static_method=method)
+                                  transform=transform, static_threshold=static, static_method=method,
+                                  frame_range=rng, camera=camera)
     elif name == "kitti_raw":
         ds = KittiRawDataset(root, split=g("split_file") or None, frames=frames, stride=stride, size=size,
-                             stereo=stereo, transform=transform, static_threshold=static, static_method=method)
+                             stereo=stereo, transform=transform, static_threshold=static, static_method=method,
+                             frame_range=rng, camera=camera)
     elif name == "synthetic":
         n = int(g("max_samples", 0) or 0)
         n_frames = max(n + (max(frames, 2) - 1) * stride, 40) if n else 40
@@ -96,7 +100,7 @@ def build_training_dataset(cfg, split: str = "train") -> torch.utils.data.Datase
     elif name == "sequence":
         seq = open_sequence(root, intrinsics=g("intrinsics"), stereo=stereo)
         ds = SequencePairsDataset(seq, frames=frames, stride=stride, size=size, transform=transform, stereo=stereo,
-                                  static_threshold=static, static_method=method)
+                                  static_threshold=static, static_method=method, frame_range=rng)
     else:
         raise InputError(f"unknown dataset {name!r}: use one of {', '.join(TRAINING_DATASETS)}")
     if len(ds) == 0:
@@ -160,6 +164,7 @@ def build_trianflow_dataset(cfg) -> Dataset:
         raise InputError(f"data.frames={d.frames}: the trianflow task trains on frame pairs; set data.frames=2")
     size = (int(d.size[0]), int(d.size[1]))
     static = float(d.static_threshold) if d.static_filter else None
+    rng = parse_frame_range(d.frame_range)
     name = d.dataset
     if name == "synthetic":
         specs = list(d.sequences) or ["forward_turn:0:40"]
@@ -174,13 +179,13 @@ def build_trianflow_dataset(cfg) -> Dataset:
             raise InputError("data.dataset=kitti_odometry needs data.root (a KITTI odometry sequence folder or root)")
         ds = KittiOdometryDataset(d.root, sequences=list(d.sequences) or None, frames=d.frames, stride=d.stride,
                                   size=size, transform=_train_transform(cfg, None), static_threshold=static,
-                                  static_method=d.static_method)
+                                  static_method=d.static_method, frame_range=rng, camera=d.camera)
     elif name == "kitti_raw":
         if not d.root:
             raise InputError("data.dataset=kitti_raw needs data.root (the KITTI raw root with <date>/ folders)")
         ds = KittiRawDataset(d.root, split=d.split_file or None, frames=d.frames, stride=d.stride, size=size,
                              transform=_train_transform(cfg, None), static_threshold=static,
-                             static_method=d.static_method)
+                             static_method=d.static_method, frame_range=rng, camera=d.camera)
     elif name in SEQUENCE_KINDS:
         if not d.root:
             raise InputError(f"data.dataset={name} needs data.root (a sequence folder or video)")
@@ -190,7 +195,7 @@ def build_trianflow_dataset(cfg) -> Dataset:
             seq = open_sequence(p)
             parts.append(SequencePairsDataset(seq, frames=d.frames, stride=d.stride, size=size,
                                               transform=_train_transform(cfg, None), static_threshold=static,
-                                              static_method=d.static_method))
+                                              static_method=d.static_method, frame_range=rng))
         ds = parts[0] if len(parts) == 1 else ConcatDataset(parts)
     else:
         raise InputError(f"data.dataset={name!r} is not supported by the trianflow task; use synthetic, "

@@ -165,8 +165,11 @@ class KittiOdometrySequence(FrameSequence):
         return read_sized_image(self.right_files[i], self.size)
 
 
+KITTI_CAMERAS = ("auto", "color", "gray")
+
+
 def open_kitti_odometry(path: Union[str, Path], stereo: bool = False, max_frames: Optional[int] = None,
-                        K: Optional[np.ndarray] = None) -> KittiOdometrySequence:
+                        K: Optional[np.ndarray] = None, camera: str = "auto") -> KittiOdometrySequence:
     """Open a KITTI odometry sequence folder.
 
     Args:
@@ -175,6 +178,8 @@ def open_kitti_odometry(path: Union[str, Path], stereo: bool = False, max_frames
             ``baseline``; without it the sequence is monocular.
         max_frames: keep only the first ``max_frames`` frames.
         K: ``(3,3)`` intrinsics overriding ``calib.txt`` (the baseline still comes from it).
+        camera: ``auto`` (colour ``image_2`` when present, else grey ``image_0``), ``color`` or
+            ``gray`` (InputError when that camera's folder is missing).
     Returns:
         a :class:`KittiOdometrySequence` (kind ``"kitti_odometry"``) with ``timestamps (N,)`` and,
         when a pose file exists, ``gt_poses (N,4,4)`` camera-to-world.
@@ -188,7 +193,13 @@ def open_kitti_odometry(path: Union[str, Path], stereo: bool = False, max_frames
     if not calib_path.is_file():
         raise InputError(f"{p}: no calib.txt (a KITTI odometry sequence folder needs it)")
     calib = parse_calib(calib_path)
+    if camera not in KITTI_CAMERAS:
+        raise InputError(f"camera={camera!r}: use one of {', '.join(KITTI_CAMERAS)}")
     pairs = [("image_2", "image_3", "P2", "P3"), ("image_0", "image_1", "P0", "P1")]
+    if camera != "auto":
+        pairs = pairs[:1] if camera == "color" else pairs[1:]
+        if not (p / pairs[0][0]).is_dir():
+            raise InputError(f"{p}: no {pairs[0][0]}/ folder for camera={camera}")
     chosen = None
     if stereo:  # prefer a pair that has both cameras on disk
         for pr in pairs:
@@ -201,7 +212,7 @@ def open_kitti_odometry(path: Union[str, Path], stereo: bool = False, max_frames
                 chosen = pr
                 break
     if chosen is None:
-        raise InputError(f"{p}: no image_2/ or image_0/ folder")
+        raise InputError(f"{p}: no image_2/ or image_0/ folder")  # pragma: no cover - is_dir checked above
     left_dir, right_dir, left_key, right_key = chosen
     files = list_images(p / left_dir)
     if not files:
@@ -310,20 +321,28 @@ class KittiOdometryDataset(torch.utils.data.ConcatDataset):
         static_threshold, static_method: drop near-static pairs (see
             :func:`trianflow.data.sequences_dataset.frame_motion`).
         max_frames: use only the first frames of each sequence.
+        frame_range: ``(start, end)``: only samples whose frames lie in ``[start, end)`` of each sequence.
+        camera: ``auto``, ``color`` or ``gray`` (see :func:`open_kitti_odometry`).
+
+    Sequences may differ in calibration and size: each sample carries its own ``K``, scaled with
+    the resize to ``size`` (give a ``size`` when they differ, so that batches collate).
     """
 
     def __init__(self, root, sequences: Optional[Sequence] = None, frames: int = 2, stride: int = 1,
                  size: Optional[Tuple[int, int]] = (256, 832), stereo: bool = False, transform=None,
                  static_threshold: Optional[float] = None, static_method: str = "mad",
-                 max_frames: Optional[int] = None):
+                 max_frames: Optional[int] = None, frame_range: Optional[Tuple[int, int]] = None,
+                 camera: str = "auto"):
         from trianflow.data.sequences_dataset import SequencePairsDataset
 
         folders = find_kitti_sequences(root, sequences)
         seqs = []
         for f in folders:
-            seq = open_kitti_odometry(f, stereo=stereo, max_frames=max_frames)
+            seq = open_kitti_odometry(f, stereo=stereo, max_frames=max_frames, camera=camera)
             if stereo and not seq.has_stereo:
-                raise InputError(f"{f}: stereo training needs image_3/ (or image_1/) and P3 (or P1) in calib.txt")
+                raise InputError(f"{f}: stereo training needs a right camera ({seq.meta['camera']}/ has no "
+                                 f"{'image_3' if seq.meta['camera'] == 'image_2' else 'image_1'}/ folder): "
+                                 "this is a monocular sequence")
             seqs.append(seq)
         # pose_gt only when every sequence has it, so that any batch collates
         with_gt = all(s.gt_poses is not None for s in seqs)
@@ -333,10 +352,15 @@ class KittiOdometryDataset(torch.utils.data.ConcatDataset):
         for seq in seqs:
             ds = SequencePairsDataset(seq, frames=frames, stride=stride, size=size, stereo=stereo,
                                       transform=transform, static_threshold=static_threshold,
-                                      static_method=static_method, with_gt=with_gt)
+                                      static_method=static_method, with_gt=with_gt, frame_range=frame_range)
             if len(ds):
                 parts.append(ds)
         if not parts:
-            raise InputError(f"{root}: no training samples (sequences too short for frames={frames}, stride={stride})")
+            rng = f", frame_range={list(frame_range)}" if frame_range is not None else ""
+            raise InputError(f"{root}: no training samples (sequences too short for frames={frames}, "
+                             f"stride={stride}{rng})")
+        if size is None and len({s.size for s in seqs}) > 1:
+            raise InputError(f"{root}: the sequences have different image sizes "
+                             f"({', '.join(sorted({f'{s.size[1]}x{s.size[0]}' for s in seqs}))}): give data.size")
         self.sequences = [p.seq for p in parts]
         super().__init__(parts)

@@ -5,6 +5,12 @@ Layout (as downloaded)::
     <root>/<date>/calib_cam_to_cam.txt                       P_rect_02, P_rect_03 (3x4)
     <root>/<date>/<date>_drive_<id>_sync/image_02/data/0000000000.png   left colour camera
     <root>/<date>/<date>_drive_<id>_sync/image_03/data/...               right colour camera
+    <root>/<date>/<date>_drive_<id>_sync/image_00/data/..., image_01/   left/right grey cameras
+                                                                          (P_rect_00, P_rect_01)
+
+``camera`` picks the pair: ``color`` (02/03), ``gray`` (00/01) or ``auto`` (colour when the drive
+has ``image_02``, else grey). Drives of different dates have different calibrations: each sample
+carries its own ``K``, scaled with the resize.
 
 (``.jpg`` images, as some tools convert them, work too.) Split files use the monodepth2 format,
 one sample per line: ``<date>/<drive folder> <frame index> [l|r]``. Without a split file every
@@ -28,9 +34,9 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from trianflow.data.image_folder import list_images, read_image
+from trianflow.data.image_folder import check_png_sizes, list_images, read_image
 from trianflow.data.kitti_odometry import parse_calib
-from trianflow.data.sequences_dataset import make_sample, motion_scores
+from trianflow.data.sequences_dataset import in_frame_range, make_sample, motion_scores
 from trianflow.data.transforms import Compose, Resize
 from trianflow.errors import InputError
 
@@ -43,17 +49,26 @@ class KittiRawDrive:
 
     name: str  # "<date>/<drive folder>"
     folder: Path
-    frames: Dict[str, Dict[int, Path]]  # camera "02"/"03" -> {frame number: file}
+    frames: Dict[str, Dict[int, Path]]  # camera "00".."03" -> {frame number: file}
     P: Dict[str, np.ndarray]  # camera -> (3,4) rectified projection matrix
+    left: str = "02"  # reference camera of the chosen pair ("02" colour or "00" grey)
+
+    @property
+    def right(self) -> str:
+        """The right camera of the chosen pair ("03" or "01")."""
+        return {"02": "03", "00": "01"}[self.left]
 
     def K(self, cam: str) -> np.ndarray:
-        """``(3,3)`` intrinsics of camera ``cam`` ("02" or "03")."""
+        """``(3,3)`` intrinsics of camera ``cam`` ("00".."03")."""
         return np.ascontiguousarray(self.P[cam][:, :3])
 
     @property
     def baseline(self) -> float:
-        """Stereo baseline in metres between cameras 02 and 03 (> 0)."""
-        return float((self.P["02"][0, 3] - self.P["03"][0, 3]) / self.P["02"][0, 0])
+        """Stereo baseline in metres between the left and right camera of the pair (> 0)."""
+        return float((self.P[self.left][0, 3] - self.P[self.right][0, 3]) / self.P[self.left][0, 0])
+
+
+RAW_CAMERAS = {"color": ("02", "03"), "gray": ("00", "01")}
 
 
 def _load_calib(date_dir: Path) -> Dict[str, np.ndarray]:
@@ -61,13 +76,7 @@ def _load_calib(date_dir: Path) -> Dict[str, np.ndarray]:
     if not path.is_file():
         raise InputError(f"{date_dir}: no calib_cam_to_cam.txt (needed for the KITTI raw intrinsics)")
     calib = parse_calib(path)
-    out = {}
-    for cam, key in (("02", "P2"), ("03", "P3")):
-        if key in calib:
-            out[cam] = calib[key]
-    if "02" not in out:
-        raise InputError(f"{path}: no P_rect_02 line")
-    return out
+    return {f"0{k}": calib[f"P{k}"] for k in range(4) if f"P{k}" in calib}
 
 
 def _frame_files(folder: Path) -> Dict[int, Path]:
@@ -82,17 +91,21 @@ def _frame_files(folder: Path) -> Dict[int, Path]:
     return out
 
 
-def scan_kitti_raw(root: Union[str, Path], drives: Optional[List[str]] = None) -> Dict[str, KittiRawDrive]:
+def scan_kitti_raw(root: Union[str, Path], drives: Optional[List[str]] = None,
+                   camera: str = "auto") -> Dict[str, KittiRawDrive]:
     """Find the drives under a KITTI raw root.
 
     Args:
-        root: folder with ``<date>/<date>_drive_<id>_sync/image_02/data``.
+        root: folder with ``<date>/<date>_drive_<id>_sync/image_02/data`` (or ``image_00``).
         drives: restrict to these ``"<date>/<drive folder>"`` names.
+        camera: ``auto`` (colour pair 02/03 when ``image_02`` exists, else grey 00/01), ``color``, ``gray``.
     Returns:
         ``{name: KittiRawDrive}``.
     Raises:
-        InputError: missing root, no drives with images, missing calibration.
+        InputError: missing root, no drives with images, missing calibration of the left camera.
     """
+    if camera not in ("auto", *RAW_CAMERAS):
+        raise InputError(f"camera={camera!r}: use auto, color or gray")
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: no such folder (give the KITTI raw root with <date>/<date>_drive_*_sync/)")
@@ -104,18 +117,27 @@ def scan_kitti_raw(root: Union[str, Path], drives: Optional[List[str]] = None) -
     calibs: Dict[Path, Dict[str, np.ndarray]] = {}
     for d in cands:
         name = f"{d.parent.name}/{d.name}"
-        left = _frame_files(d / "image_02" / "data")
+        kind = camera
+        if kind == "auto":
+            kind = "color" if _frame_files(d / "image_02" / "data") else "gray"
+        lcam, rcam = RAW_CAMERAS[kind]
+        left = _frame_files(d / f"image_{lcam}" / "data")
         if not left:
             if drives is not None:
-                raise InputError(f"{d / 'image_02' / 'data'}: no images (drive {name} from the split file)")
+                raise InputError(f"{d / f'image_{lcam}' / 'data'}: no images (drive {name} from the split file)")
             continue
         if d.parent not in calibs:
             calibs[d.parent] = _load_calib(d.parent)
-        out[name] = KittiRawDrive(name=name, folder=d, frames={"02": left, "03": _frame_files(d / "image_03" / "data")},
-                                  P=calibs[d.parent])
+        if lcam not in calibs[d.parent]:
+            raise InputError(f"{d.parent / 'calib_cam_to_cam.txt'}: no P_rect_{lcam} line (needed for image_{lcam}/)")
+        files = [left[i] for i in sorted(left)]
+        first = read_image(files[0])
+        check_png_sizes(files, first.shape[:2])
+        out[name] = KittiRawDrive(name=name, folder=d, P=calibs[d.parent], left=lcam,
+                                  frames={lcam: left, rcam: _frame_files(d / f"image_{rcam}" / "data")})
     if not out:
         raise InputError(f"{root}: no KITTI raw drives with images found (expected "
-                         "<date>/<date>_drive_<id>_sync/image_02/data/*.png)")
+                         "<date>/<date>_drive_<id>_sync/image_02/data/*.png or image_00/data/*.png)")
     return out
 
 
@@ -158,11 +180,14 @@ class KittiRawDataset(torch.utils.data.Dataset):
         stereo: add the right images and baseline (needs image_03 and P_rect_03).
         transform: augmentation applied after resizing.
         static_threshold, static_method: drop pairs whose motion is below the threshold.
+        frame_range: ``(start, end)``: only samples whose frames lie in ``[start, end)`` of each drive.
+        camera: ``auto``, ``color`` (image_02/03) or ``gray`` (image_00/01).
     """
 
     def __init__(self, root, split: Optional[Union[str, Path]] = None, frames: int = 2, stride: int = 1,
                  size: Optional[Tuple[int, int]] = (256, 832), stereo: bool = False, transform=None,
-                 static_threshold: Optional[float] = None, static_method: str = "flow"):
+                 static_threshold: Optional[float] = None, static_method: str = "flow",
+                 frame_range: Optional[Tuple[int, int]] = None, camera: str = "auto"):
         if frames not in (1, 2, 3):
             raise InputError(f"frames must be 1, 2 or 3, got {frames}")
         if stride < 1:
@@ -170,19 +195,21 @@ class KittiRawDataset(torch.utils.data.Dataset):
         self.frames, self.stride, self.stereo = frames, int(stride), stereo
         entries = read_split(split) if split is not None else None
         names = sorted({e[0] for e in entries}) if entries is not None else None
-        self.drives = scan_kitti_raw(root, names)
+        self.drives = scan_kitti_raw(root, names, camera=camera)
         if entries is None:
-            entries = [(n, i, "l") for n, d in self.drives.items() for i in sorted(d.frames["02"])]
+            entries = [(n, i, "l") for n, d in self.drives.items() for i in sorted(d.frames[d.left])]
         need = {1: (0,), 2: (0, 1), 3: (-1, 0, 1)}[frames]
         items, seen, dropped = [], set(), 0
         for name, i, side in entries:
             d = self.drives[name]
-            cam = "02" if (stereo or side == "l") else "03"
-            cams = ("02", "03") if stereo else (cam,)
-            if stereo and "03" not in d.P:
-                raise InputError(f"{d.folder.parent / 'calib_cam_to_cam.txt'}: stereo needs P_rect_03")
+            cam = d.left if (stereo or side == "l") else d.right
+            cams = (d.left, d.right) if stereo else (cam,)
+            if stereo and d.right not in d.P and d.frames.get(d.right):
+                raise InputError(f"{d.folder.parent / 'calib_cam_to_cam.txt'}: stereo needs P_rect_{d.right}")
             if cam not in d.P:
                 raise InputError(f"{d.folder.parent / 'calib_cam_to_cam.txt'}: no P_rect_{cam}")
+            if not in_frame_range(i, frames, self.stride, frame_range):
+                continue
             ok = all(i + o * self.stride in d.frames[c] for c in cams for o in need)
             if not ok:
                 dropped += 1
@@ -206,6 +233,9 @@ class KittiRawDataset(torch.utils.data.Dataset):
                 keep[ks] = scores >= static_threshold
             log.info("KITTI raw: static-frame filter dropped %d of %d samples", len(items) - sum(keep), len(items))
             items = [it for it, k in zip(items, keep) if k]
+        if not items and stereo and not any(d.frames.get(d.right) for d in self.drives.values()):
+            raise InputError(f"{root}: stereo training needs the right camera (image_03/data or image_01/data) "
+                             "but no drive has it: these are monocular drives")
         if not items:
             raise InputError(f"{root}: no training samples (check the split file, frames={frames}, stride={stride})")
         self.items = items
@@ -230,7 +260,7 @@ class KittiRawDataset(torch.utils.data.Dataset):
             images["image_prev"] = read_image(fr[i - s])
         baseline = None
         if self.stereo:
-            rf = d.frames["03"]
+            rf = d.frames[d.right]
             images["image_right"] = read_image(rf[i])
             if self.frames >= 2:
                 images["image_next_right"] = read_image(rf[i + s])

@@ -106,6 +106,35 @@ def frame_indices(n: int, frames: int, stride: int) -> List[int]:
     return list(range(lo, n - stride))
 
 
+def parse_frame_range(value, what: str = "data.frame_range") -> Optional[Tuple[int, int]]:
+    """``[start, end]`` (a config list) -> ``(start, end)``; empty or None -> None (all frames).
+
+    Raises:
+        InputError: not two integers, a negative start or ``end <= start``.
+    """
+    if value is None or (hasattr(value, "__len__") and len(value) == 0):
+        return None
+    try:
+        vals = [int(v) for v in value]
+        if any(float(v) != int(v) for v in value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise InputError(f"{what}={value!r}: give two frame indices [start, end]") from None
+    if len(vals) != 2 or vals[0] < 0 or vals[1] <= vals[0]:
+        raise InputError(f"{what}={value!r}: give [start, end] with 0 <= start < end (end is exclusive)")
+    return vals[0], vals[1]
+
+
+def in_frame_range(i: int, frames: int, stride: int, frame_range: Optional[Tuple[int, int]]) -> bool:
+    """True when every frame of the sample with reference ``i`` (``i``, ``i + stride`` for
+    ``frames >= 2``, ``i - stride`` for ``frames = 3``) lies in ``start <= . < end``."""
+    if frame_range is None:
+        return True
+    lo = i - stride if frames == 3 else i
+    hi = i + stride if frames >= 2 else i
+    return frame_range[0] <= lo and hi < frame_range[1]
+
+
 def make_sample(images: Dict[str, np.ndarray], K: np.ndarray, frame_id: str, baseline: Optional[float] = None,
                 pose_gt: Optional[np.ndarray] = None, transform: Optional[Callable] = None) -> dict:
     """Build a sample dict from uint8 images and apply ``transform`` (then add ``*_aug`` copies).
@@ -151,12 +180,14 @@ class SequencePairsDataset(torch.utils.data.Dataset):
         static_threshold, static_method: drop pairs with :func:`frame_motion` below the
             threshold (``None``: keep all).
         indices: explicit reference indices (overrides the automatic list; still filtered).
+        frame_range: ``(start, end)``: keep the samples whose frames all lie in ``[start, end)``.
     """
 
     def __init__(self, seq: FrameSequence, frames: int = 2, stride: int = 1,
                  size: Optional[Tuple[int, int]] = None, transform: Optional[Callable] = None,
                  stereo: bool = False, with_gt: bool = True, static_threshold: Optional[float] = None,
-                 static_method: str = "mad", indices: Optional[Sequence[int]] = None):
+                 static_method: str = "mad", indices: Optional[Sequence[int]] = None,
+                 frame_range: Optional[Tuple[int, int]] = None):
         if stereo and not seq.has_stereo:
             raise InputError(f"{seq.source}: stereo samples asked but the sequence has no right camera")
         self.seq, self.frames, self.stride, self.stereo, self.with_gt = seq, frames, int(stride), stereo, with_gt
@@ -168,6 +199,9 @@ class SequencePairsDataset(torch.utils.data.Dataset):
                 raise InputError(f"{seq.name}: frame index {bad[0]} has no neighbours at stride {stride} "
                                  f"(sequence has {len(seq)} frames)")
             valid = list(indices)
+        self.frame_range = frame_range
+        if frame_range is not None:
+            valid = [i for i in valid if in_frame_range(i, frames, self.stride, frame_range)]
         if static_threshold is not None and frames >= 2 and valid:
             scores = motion_scores(seq.read, [(i, i + self.stride) for i in valid], static_method)
             keep = scores >= static_threshold

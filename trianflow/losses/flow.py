@@ -174,6 +174,35 @@ def flow_loss_terms(L, img1: torch.Tensor, img2: torch.Tensor, fwd: list, bwd: l
     return terms
 
 
+def flow_distill_loss(flows: list, target: torch.Tensor, mask: torch.Tensor, num_scales: int = 4) -> torch.Tensor:
+    """Distillation of a teacher flow (e.g. forward-backward consistent DIS) into a flow pyramid.
+
+    Per level ``s`` (finest first, each flow in pixels of its own resolution), the teacher is
+    mask-weighted area-averaged to the level, rescaled to its pixels, and compared with a robust
+    Charbonnier penalty ``sqrt(d^2 + 0.01)`` summed over x and y, averaged over the pixels whose
+    pooled mask is > 0.5; the levels are averaged.
+
+    Args:
+        flows: list of ``(B,2,H_s,W_s)`` student flows (finest first).
+        target: ``(B,2,H,W)`` teacher flow at full resolution (pixels); mask: ``(B,1,H,W)`` in [0,1].
+        num_scales: levels used (at most ``len(flows)``).
+    Returns:
+        scalar loss (0 with a zero gradient path when the mask is empty).
+    """
+    h, w = target.shape[-2:]
+    n = max(1, min(int(num_scales), len(flows)))
+    total = flows[0].new_zeros(())
+    for f in flows[:n]:
+        hs, ws = f.shape[-2:]
+        m = resize_image(mask, (hs, ws))
+        t = resize_image(target * mask, (hs, ws)) / m.clamp(min=1e-6)
+        t = t * torch.tensor([ws / w, hs / h], dtype=t.dtype, device=t.device).view(1, 2, 1, 1)
+        keep = (m > 0.5).to(f.dtype)
+        pen = torch.sqrt((f - t.detach()) ** 2 + 0.01).sum(1, keepdim=True)
+        total = total + (pen * keep).sum() / keep.sum().clamp(min=1.0)
+    return total / n
+
+
 def flow_weights(L) -> dict:
     """Term name -> weight of the flow-loss terms, from the loss config section."""
     return {"flow": L.w_flow, "flow_smooth": L.w_flow_smooth, "flow_consis": L.w_flow_consis}

@@ -6,8 +6,11 @@ Stages (``cfg.train.stage``):
     Only the FlowNet exists and is trained with the occlusion-aware photometric flow loss
     (:func:`trianflow.losses.flow.flow_loss` over the ``loss.num_scales`` finest levels of the
     flow pyramid that have at least 4x4 pixels, terms ``flow`` and ``flow_smooth``) plus a
-    forward-backward consistency term ``flow_consis`` on the visible, consistent pixels. The
-    checkpoint of this stage holds only the ``flow`` network.
+    forward-backward consistency term ``flow_consis`` on the visible, consistent pixels, and,
+    with ``loss.w_distill > 0``, the warm start ``distill``: the forward-backward consistent
+    OpenCV DIS flow of the pair as a teacher for the first ``loss.distill_steps`` steps
+    (:func:`trianflow.losses.flow.flow_distill_loss`). The checkpoint of this stage holds only
+    the ``flow`` network.
 ``depth``
     The FlowNet is frozen (eval mode, no gradient; load it with ``train.init_flow``). Per batch,
     on the training device and outside autocast (fp32, fp64 inside the estimators):
@@ -68,7 +71,8 @@ from trianflow.evaluation.gt_metrics import flow_epe, median_scaled_abs_rel
 from trianflow.geometry.flow import occlusion_mask
 from trianflow.geometry.pose import rotation_error_deg
 from trianflow.geometry.two_view import MIN_POINTS, two_view_geometry
-from trianflow.losses.flow import flow_loss_terms, flow_valid_mask, flow_weights
+from trianflow.flow_backends import dis_flow_targets
+from trianflow.losses.flow import flow_distill_loss, flow_loss_terms, flow_valid_mask, flow_weights
 from trianflow.losses.objective import weighted_sum
 from trianflow.losses.triangulation import epipolar_distance_map, epipolar_mask, trianflow_depth_objective
 from trianflow.models import bidirectional_flow, build_depthnet, build_flownet, disp_to_depth, unwrap_model
@@ -196,6 +200,10 @@ class TrianFlowTask(Task):
                 ns = max(1, min(L.num_scales, sum(1 for f in fwd if min(f.shape[-2:]) >= 4)))
                 fterms = flow_loss_terms(L, img1, img2, fwd, bwd, flow_mask, ns)
                 total_f, _ = weighted_sum(fterms, flow_weights(L), strict=False)
+                if L.w_distill > 0 and (L.distill_steps <= 0 or ctx.step < L.distill_steps):
+                    dist = self._distill(img1, img2, fwd, bwd, ns)
+                    total_f = total_f + L.w_distill * dist
+                    fterms["distill"] = dist
                 losses.append(total_f)
                 terms.update({k: v.detach() for k, v in fterms.items()})
 
@@ -248,6 +256,13 @@ class TrianFlowTask(Task):
             images = self._images(img1, fwd[0], bwd[0], flow_mask, disp_full, depth_full, geo, batch,
                                   None if geo is None else epi)
         return StepOutput(loss=loss, terms=terms, images=images, num_images=b)
+
+    def _distill(self, img1, img2, fwd, bwd, num_scales):
+        """DIS-flow distillation of both directions (``loss.w_distill``; the teacher sees the
+        un-augmented images, the flips of the augmentation act on both images alike)."""
+        L = self.cfg.loss
+        tf, tb, mf, mb = dis_flow_targets(img1, img2, preset=L.distill_preset)
+        return 0.5 * (flow_distill_loss(fwd, tf, mf, num_scales) + flow_distill_loss(bwd, tb, mb, num_scales))
 
     # ------------------------------------------------------------------ logging helpers
     @staticmethod

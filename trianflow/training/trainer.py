@@ -52,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import json
 import logging
 import math
 import resource
@@ -341,7 +342,8 @@ class Trainer:
         cfg: the full :class:`TrainConfig`.
         task: the task object (its models are already built).
         out_dir: run folder (default ``cfg.train.out_dir``): ``config.yaml``, ``last.pt``,
-            ``step_*.pt``, ``tb/`` (tensorboard), ``summary.json``.
+            ``step_*.pt``, ``tb/`` (tensorboard), ``summary.json``, ``log.jsonl`` (one JSON line
+            per ``log_every`` steps); ``{stage}`` in it becomes ``train.stage``.
         resume: None, a checkpoint path, or ``"auto"`` (= ``out_dir/last.pt`` if it exists).
             Restores models, optimiser, schedule, GradScaler, step, data position and RNG
             states, so the resumed run continues exactly as if never stopped.
@@ -357,6 +359,9 @@ class Trainer:
                  resume: str | Path | None = None, progress: bool = False, task_name: str | None = None):
         if out_dir is not None and str(out_dir) != cfg.train.out_dir:  # keep the saved config truthful
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=str(out_dir)))
+        if "{stage}" in cfg.train.out_dir:  # one recipe file for all stages: runs/kitti_cpu_{stage}
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+                cfg.train, out_dir=cfg.train.out_dir.replace("{stage}", str(cfg.train.stage))))
         self.cfg = cfg
         self.task = task
         self.task_name = task_name or cfg.train.task
@@ -816,6 +821,10 @@ class Trainer:
             bar.set_postfix(loss=f"{entry['loss']:.4g}", ips=f"{entry['images_per_s']:.1f}")
         log.info("step %d loss %.5g lr %.3g %.1f img/s peak %.0f MB skipped %d", self.step, entry["loss"],
                  entry["lr"], entry["images_per_s"], entry["peak_mem_mb"], self.skipped_total)
+        if self.info.is_main:  # a plain-text record for runs without a terminal (nohup, batch jobs)
+            line = json.dumps({"step": self.step, "time": round(time.time(), 1), **entry}, default=float)
+            with open(self.out_dir / "log.jsonl", "a") as fh:
+                fh.write(line + "\n")
         return entry
 
     def _write_images(self, writer, images: dict) -> None:
