@@ -82,7 +82,8 @@ class LossConfig:
     consistency); MiDaS ``w_ssi`` and ``w_ssi_grad`` (scale-shift invariant + gradient matching).
     Warm start of the FlowNet: ``w_distill`` (flow and joint stages) fits the forward-backward
     consistent OpenCV DIS flow (preset ``distill_preset``) of each training pair during the first
-    ``distill_steps`` steps (0: every step).
+    ``distill_steps`` steps (0: every step). ``geometry_flow`` (``network`` or ``dis``): where the
+    depth and joint stages take the correspondences of their two-view geometry from.
     """
 
     # photometric error = ssim_weight * (1 - SSIM) / 2 + (1 - ssim_weight) * L1
@@ -100,6 +101,7 @@ class LossConfig:
     w_distill: float = 0.0  # DIS-flow distillation (trianflow.losses.flow.flow_distill_loss)
     distill_steps: int = 0
     distill_preset: str = "medium"
+    geometry_flow: str = "network"  # depth/joint stages: correspondences from the FlowNet or from DIS ("dis")
     # TrianFlow, depth stage
     w_tri: float = 1.0
     w_pf: float = 1.0

@@ -32,6 +32,11 @@ Stages (``cfg.train.stage``):
     the predicted depth does not pull on the FlowNet): on the synthetic recipe that gradient made
     the flow worse while the depth was still imperfect.
 
+With ``loss.geometry_flow=dis`` the depth and joint stages take the correspondences of the
+geometry (pose, triangulation, L_pf's flow and its mask) from OpenCV DIS flow (preset
+``loss.distill_preset``) instead of the FlowNet: the DepthNet then learns from good matches while
+the FlowNet is still young (the depth stage then runs no FlowNet at all).
+
 Per-sample validity: a sample whose pose estimation fails (too few inliers, degenerate, e.g.
 identical images) or whose triangulation leaves fewer than ``MIN_POINTS`` points drops out of
 the geometry terms (``tri``, ``pf``, ``pd``); the others still learn, and the loss stays finite.
@@ -188,13 +193,25 @@ class TrianFlowTask(Task):
         dev = img1.device
         train_flow = stage in ("flow", "joint")
 
-        fwd, bwd = flow_forward(ctx, in1, in2, train_flow)
-
+        dis_geometry = stage in ("depth", "joint") and L.geometry_flow == "dis"
+        if L.geometry_flow not in ("network", "dis"):
+            raise InputError(f"loss.geometry_flow={L.geometry_flow!r}: use network or dis")
         terms: dict[str, torch.Tensor] = {}
         losses = []
+        if train_flow or not dis_geometry:
+            fwd, bwd = flow_forward(ctx, in1, in2, train_flow)
+        if dis_geometry:  # the depth's correspondences from OpenCV DIS instead of the FlowNet
+            with torch.no_grad():
+                gf, gb, _, _ = dis_flow_targets(img1, img2, preset=L.distill_preset)
+            if not train_flow:
+                fwd, bwd = [gf], [gb]
         with torch.autocast(device_type=dev.type, enabled=False):
             flow_mask = flow_valid_mask(fwd[0].detach(), bwd[0].detach(), L.occ_threshold, L.use_fb_mask,
                                         L.fb_abs, L.fb_rel)
+            geo_fwd, geo_bwd, geo_mask = fwd[0], bwd[0], flow_mask
+            if dis_geometry and train_flow:
+                geo_fwd, geo_bwd = gf, gb
+                geo_mask = flow_valid_mask(gf, gb, L.occ_threshold, L.use_fb_mask, L.fb_abs, L.fb_rel)
             if train_flow:
                 # scales of the pyramid with at least 4x4 pixels (2nd-order smoothness needs 3x3)
                 ns = max(1, min(L.num_scales, sum(1 for f in fwd if min(f.shape[-2:]) >= 4)))
@@ -209,7 +226,7 @@ class TrianFlowTask(Task):
 
         geo = disp_full = depth_full = None
         if stage in ("depth", "joint"):
-            geo, epi = depth_geometry(L, fwd[0], bwd[0], K, seed=self.cfg.train.seed * 1_000_003 + ctx.step)
+            geo, epi = depth_geometry(L, geo_fwd, geo_bwd, K, seed=self.cfg.train.seed * 1_000_003 + ctx.step)
             with ctx.autocast():
                 disps = ctx.models["depth"](in1)["disp"]
             dnet = unwrap_model(ctx.models["depth"])
@@ -217,7 +234,7 @@ class TrianFlowTask(Task):
             # depth pulls the flow away from the true flow (synthetic recipe: EPE 0.60 -> 1.86 px in
             # 60 joint steps with that gradient, 0.60 -> 0.38 px without); the FlowNet keeps its
             # own photometric flow loss
-            flow_for_loss = fwd[0].detach()
+            flow_for_loss = geo_fwd.detach()
             with torch.autocast(device_type=dev.type, enabled=False):
                 weights = {"tri": L.w_tri, "pf": L.w_pf, "pd": L.w_pd, "smooth": L.w_smooth}
                 nd = max(1, min(L.num_scales, len(disps)))
@@ -237,7 +254,7 @@ class TrianFlowTask(Task):
                     depth = depth / depth.mean(dim=(1, 2, 3), keepdim=True)
                     r = trianflow_depth_objective(img1, img2, depth, flow_for_loss, K, geo.T, geo.corr.x1,
                                                   geo.tri.depth1, geo.tri.valid, sample_valid=geo.valid,
-                                                  epi_dist=epi, flow_mask=flow_mask, disp1=sdisp, weights=weights,
+                                                  epi_dist=epi, flow_mask=geo_mask, disp1=sdisp, weights=weights,
                                                   alpha=L.ssim_weight, epi_threshold=L.inlier_thresh,
                                                   min_points=MIN_POINTS)
                     total_d = r.total / nd if total_d is None else total_d + r.total / nd
