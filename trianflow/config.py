@@ -104,6 +104,7 @@ class LossConfig:
     geometry_flow: str = "network"  # depth/joint stages: correspondences from the FlowNet or from DIS ("dis")
     # TrianFlow, depth stage
     w_tri: float = 1.0
+    tri_loss: str = "rel2"  # L_d: "rel2" = TrianFlow's ((D_tri - D) / D_tri)^2, "log_l1" = |log D - log D_tri|
     w_pf: float = 1.0
     w_pd: float = 0.1
     w_smooth: float = 1e-3

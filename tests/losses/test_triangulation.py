@@ -1,5 +1,7 @@
 """Tests for trianflow.losses.triangulation (TrianFlow depth-stage losses)."""
 
+import math
+
 import pytest
 import torch
 
@@ -102,6 +104,26 @@ def test_triangulation_depth_loss_gradcheck():
     tri = torch.tensor([[1.5, 2.0, 1.2]], dtype=DT)
     valid = torch.ones(1, 3, dtype=torch.bool)
     assert torch.autograd.gradcheck(lambda d: triangulation_depth_loss(d, uv, tri, valid)[0], (depth,))
+
+
+def test_log_l1_triangulation_loss_is_bounded_and_symmetric():
+    depth = torch.full((1, 1, 4, 5), 2.0, dtype=DT)
+    uv = torch.tensor([[[1.0, 1.0], [2.0, 2.0]]], dtype=DT)
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    for tri, want in (([4.0, 4.0], math.log(2)), ([1.0, 1.0], math.log(2)), ([2.0, 2.0], 0.0)):
+        loss, _ = triangulation_depth_loss(depth, uv, torch.tensor([tri], dtype=DT), valid, kind="log_l1")
+        assert loss.item() == pytest.approx(want)
+    # a point triangulated 100x too near: rel2 explodes, log_l1 grows only with log(100)
+    tri = torch.tensor([[0.02, 2.0]], dtype=DT)
+    big, _ = triangulation_depth_loss(depth, uv, tri, valid)
+    small, _ = triangulation_depth_loss(depth, uv, tri, valid, kind="log_l1")
+    assert big.item() > 4000 and small.item() == pytest.approx(math.log(100) / 2)
+    d = (torch.rand(1, 1, 4, 5, dtype=DT) + 1).requires_grad_()
+    uv2 = torch.tensor([[[0.3, 1.7], [2.5, 1.2]]], dtype=DT)
+    assert torch.autograd.gradcheck(
+        lambda x: triangulation_depth_loss(x, uv2, torch.tensor([[1.5, 3.0]], dtype=DT), valid, kind="log_l1")[0], (d,))
+    with pytest.raises(InputError, match="triangulation loss"):
+        triangulation_depth_loss(depth, uv, tri, valid, kind="l2")
 
 
 def test_flow_reprojection_and_photometric_hand_values():

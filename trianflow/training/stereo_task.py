@@ -224,7 +224,7 @@ class StereoMonoTask(StereoTask):
                                                   geo.tri.depth1, geo.tri.valid, sample_valid=geo.valid,
                                                   epi_dist=epi, flow_mask=flow_mask, disp1=frac, weights=weights,
                                                   alpha=L.ssim_weight, epi_threshold=L.inlier_thresh,
-                                                  min_points=MIN_POINTS)
+                                                  min_points=MIN_POINTS, tri_loss=L.tri_loss)
                     total = total + r.total / nd
                     for k in ("tri", "pf", "pd", "smooth"):
                         dterms[k] = dterms.get(k, 0.0) + float(r.terms[k].detach()) / nd

@@ -256,7 +256,7 @@ class TrianFlowTask(Task):
                                                   geo.tri.depth1, geo.tri.valid, sample_valid=geo.valid,
                                                   epi_dist=epi, flow_mask=geo_mask, disp1=sdisp, weights=weights,
                                                   alpha=L.ssim_weight, epi_threshold=L.inlier_thresh,
-                                                  min_points=MIN_POINTS)
+                                                  min_points=MIN_POINTS, tri_loss=L.tri_loss)
                     total_d = r.total / nd if total_d is None else total_d + r.total / nd
                     for k in ("tri", "pf", "pd", "smooth"):
                         dterms[k] = r.terms[k].detach() / nd + dterms.get(k, 0.0)
