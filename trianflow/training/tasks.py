@@ -202,7 +202,8 @@ class TrianFlowTask(Task):
             fwd, bwd = flow_forward(ctx, in1, in2, train_flow)
         if dis_geometry:  # the depth's correspondences from OpenCV DIS instead of the FlowNet
             with torch.no_grad():
-                gf, gb, _, _ = dis_flow_targets(img1, img2, preset=L.distill_preset)
+                dis_t = dis_flow_targets(img1, img2, preset=L.distill_preset)
+            gf, gb = dis_t[0], dis_t[1]
             if not train_flow:
                 fwd, bwd = [gf], [gb]
         with torch.autocast(device_type=dev.type, enabled=False):
@@ -218,7 +219,7 @@ class TrianFlowTask(Task):
                 fterms = flow_loss_terms(L, img1, img2, fwd, bwd, flow_mask, ns)
                 total_f, _ = weighted_sum(fterms, flow_weights(L), strict=False)
                 if L.w_distill > 0 and (L.distill_steps <= 0 or ctx.step < L.distill_steps):
-                    dist = self._distill(img1, img2, fwd, bwd, ns)
+                    dist = self._distill(img1, img2, fwd, bwd, ns, dis_t if dis_geometry else None)
                     total_f = total_f + L.w_distill * dist
                     fterms["distill"] = dist
                 losses.append(total_f)
@@ -274,11 +275,11 @@ class TrianFlowTask(Task):
                                   None if geo is None else epi)
         return StepOutput(loss=loss, terms=terms, images=images, num_images=b)
 
-    def _distill(self, img1, img2, fwd, bwd, num_scales):
+    def _distill(self, img1, img2, fwd, bwd, num_scales, targets=None):
         """DIS-flow distillation of both directions (``loss.w_distill``; the teacher sees the
         un-augmented images, the flips of the augmentation act on both images alike)."""
         L = self.cfg.loss
-        tf, tb, mf, mb = dis_flow_targets(img1, img2, preset=L.distill_preset)
+        tf, tb, mf, mb = targets if targets is not None else dis_flow_targets(img1, img2, preset=L.distill_preset)
         return 0.5 * (flow_distill_loss(fwd, tf, mf, num_scales) + flow_distill_loss(bwd, tb, mb, num_scales))
 
     # ------------------------------------------------------------------ logging helpers
