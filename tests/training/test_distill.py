@@ -1,5 +1,5 @@
 """The FlowNet's warm start from DIS (``loss.w_distill``) and the DIS geometry of the depth stages
-(``loss.geometry_flow=dis``)."""
+(``loss.geometry_flow=dis``), the training log and ``{stage}`` in ``train.out_dir``."""
 
 from __future__ import annotations
 
@@ -89,3 +89,11 @@ def test_depth_stage_with_dis_geometry_runs_no_flownet(tmp_path, monkeypatch):
     assert math.isfinite(joint["loss"]) and {"flow", "tri"} <= set(joint["terms"])
     with pytest.raises(InputError, match="geometry_flow"):
         Trainer.from_config(make_cfg(tmp_path, "depth", "loss.geometry_flow=sift", name="bad")).run()
+
+
+def test_stage_placeholder_in_out_dir(tmp_path):
+    cfg = make_cfg(tmp_path, "flow", f"train.out_dir={tmp_path / 'recipe_{stage}'}", "train.steps=1")
+    tr = Trainer.from_config(cfg)
+    assert tr.out_dir == tmp_path / "recipe_flow" and tr.cfg.train.out_dir == str(tmp_path / "recipe_flow")
+    s = tr.run()
+    assert (tmp_path / "recipe_flow" / "last.pt").is_file() and s["steps_run"] == 1
