@@ -10,7 +10,12 @@ Sections (each can be skipped with ``--skip``):
     the correspondences the pipeline would use (TrianFlow score = visibility / (0.1 + fb distance),
     best 20 %, 6000 drawn at random) and the share of them whose Sampson distance under the
     *ground-truth* relative pose is below 1 px (``sampson_lt1``; also the median distance), and the
-    photometric flow loss (SSIM + L1 on visible, fb-consistent pixels, finest scale; lower is better).
+    photometric flow loss (SSIM + L1 on visible, fb-consistent pixels, finest scale; lower is better),
+    the median flow length of the matches, and the relative pose that the training geometry (batched
+    RANSAC, as in the depth stage) estimates from them: share of valid poses and median rotation /
+    translation-direction errors against GT. The Sampson share alone cannot tell a flow that is too
+    short along its epipolar line (a zero flow satisfies any forward translation's epipolar constraint):
+    read it with the photometric loss and the pose errors.
 ``depth``
     Median-scaled AbsRel and delta < 1.25 of the DepthNet (at its training size) against (a) the
     depth from the ground-truth disparity of the KITTI stereo 2012 pairs (``--stereo2012``, left
@@ -51,6 +56,7 @@ from trianflow.data.kitti_odometry import open_kitti_odometry, parse_calib  # no
 from trianflow.errors import InputError  # noqa: E402
 from trianflow.flow_backends import DISFlow  # noqa: E402
 from trianflow.geometry.epipolar import sampson_distance  # noqa: E402
+from trianflow.geometry.pose import rotation_error_deg, translation_angle_deg  # noqa: E402
 from trianflow.geometry.sampling import sample_correspondences  # noqa: E402
 from trianflow.geometry.two_view import two_view_geometry  # noqa: E402
 from trianflow.losses.flow import flow_loss  # noqa: E402
@@ -101,7 +107,8 @@ def flow_section(seq, val, size, flow_ckpt, seed=0) -> dict:
     if flow_ckpt:
         net, _ = load_net(flow_ckpt, "flow", size)
     names = list(methods) + (["network"] if net is not None else [])
-    acc = {n: {"lt1": [], "med": [], "photo": [], "ms": []} for n in names}
+    acc = {n: {"lt1": [], "med": [], "photo": [], "ms": [], "mag": [], "rot": [], "tdir": [], "ok": []}
+           for n in names}
     Kt = torch.from_numpy(K).float()
     prev = None
     for i in range(val[0], val[1] - 1):
@@ -127,6 +134,16 @@ def flow_section(seq, val, size, flow_ckpt, seed=0) -> dict:
             d = sampson_distance(F, c.x1.float(), c.x2.float())[0][c.valid[0]].numpy()
             acc[n]["lt1"].append(float(np.mean(d < 1.0)))
             acc[n]["med"].append(float(np.median(d)))
+            acc[n]["mag"].append(float((c.x2 - c.x1)[0][c.valid[0]].norm(dim=-1).median()))
+            # the pose the pipeline would estimate from these matches (same RANSAC as training), against GT
+            geo = two_view_geometry(fwd, bwd, Kt[None], generator=torch.Generator().manual_seed(seed + i),
+                                    seed=seed + i)
+            ok = bool(geo.valid[0])
+            acc[n]["ok"].append(ok)
+            if ok:
+                Tg = torch.from_numpy(T).float()
+                acc[n]["rot"].append(float(rotation_error_deg(geo.pose.R[0].float(), Tg[:3, :3])))
+                acc[n]["tdir"].append(float(translation_angle_deg(geo.pose.t[0].float().view(3), Tg[:3, 3])))
             with torch.no_grad():
                 r = flow_loss(ta, tb, [fwd], [bwd], flow_units="scale")
             acc[n]["photo"].append(float(r.terms["flow"]))
@@ -135,8 +152,15 @@ def flow_section(seq, val, size, flow_ckpt, seed=0) -> dict:
         out[n] = {"sampson_lt1": round(float(np.mean(acc[n]["lt1"])), 4),
                   "median_sampson_px": round(float(np.median(acc[n]["med"])), 4),
                   "photometric": round(float(np.mean(acc[n]["photo"])), 5),
+                  "median_flow_px": round(float(np.median(acc[n]["mag"])), 2),
+                  "pose_valid": round(float(np.mean(acc[n]["ok"])), 3),
+                  "pose_rot_err_deg": _med(acc[n]["rot"]), "pose_tdir_err_deg": _med(acc[n]["tdir"]),
                   "ms_per_pair": round(float(np.median(acc[n]["ms"])), 1)}
     return out
+
+
+def _med(v) -> float | None:
+    return round(float(np.median(v)), 4) if len(v) else None
 
 
 def _median_scaled(pred: np.ndarray, gt: np.ndarray) -> dict:
