@@ -142,8 +142,11 @@ def test_ddp_two_processes_gloo_matches_single_process_and_resumes(tmp_path):
     assert [i["skipped"] for i in info] == [1, 1] and info[0]["world"] == 2
     assert info[0]["ddp"] == ["DistributedDataParallel", "ToyDepth"]  # frozen depth net: not wrapped
     files = sorted(p.name for p in (tmp_path / "ddp").iterdir())
-    assert files == ["config.yaml", "last.pt", "step_0000004.pt", "step_0000006.pt", "summary.json", "tb"]
+    assert files == ["config.yaml", "last.pt", "log.jsonl", "step_0000004.pt", "step_0000006.pt", "summary.json",
+                     "tb"]
     assert len(list((tmp_path / "ddp" / "tb").iterdir())) == 1  # one event file: rank 0 only
+    steps = [json.loads(x)["step"] for x in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # rank 0 only writes the log
     ck = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert ck["step"] == 6 and len(ck["rng"]) == 2
 

@@ -269,9 +269,10 @@ def test_periodic_checkpoints_outputs_and_summary(tmp_path):
     _, s = train(make_cfg(tmp_path, "train.ckpt_every=2", "train.keep_ckpts=2", "train.steps=7"))
     run = tmp_path / "run"
     names = sorted(p.name for p in run.iterdir())
-    assert names == ["config.yaml", "last.pt", "step_0000004.pt", "step_0000006.pt", "step_0000007.pt",
-                     "summary.json", "tb"] or names == ["config.yaml", "last.pt", "step_0000006.pt",
-                                                        "step_0000007.pt", "summary.json", "tb"]
+    assert names == ["config.yaml", "last.pt", "log.jsonl", "step_0000004.pt", "step_0000006.pt",
+                     "step_0000007.pt", "summary.json", "tb"] or names == [
+                         "config.yaml", "last.pt", "log.jsonl", "step_0000006.pt", "step_0000007.pt", "summary.json",
+                         "tb"]
     ck = load_checkpoint(run / "last.pt")
     assert ck["step"] == 7 and ck["task"] == "toy" and ck["config"]["train"]["steps"] == 7
     assert len(ck["rng"]) == 1 and ck["arch"]["flow"] == {"kind": "toy_flow", "dim": 8}
