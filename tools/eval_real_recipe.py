@@ -54,6 +54,7 @@ sys.path.insert(0, str(REPO))
 
 from trianflow.data.kitti_odometry import open_kitti_odometry, parse_calib  # noqa: E402
 from trianflow.errors import InputError  # noqa: E402
+from trianflow.evaluation.kitti_odometry import kitti_odometry_error  # noqa: E402
 from trianflow.flow_backends import DISFlow  # noqa: E402
 from trianflow.geometry.epipolar import sampson_distance  # noqa: E402
 from trianflow.geometry.pose import rotation_error_deg, translation_angle_deg  # noqa: E402
@@ -256,8 +257,6 @@ def vo_section(folder: Path, flow_ckpt, depth_ckpt) -> dict:
         dt = time.perf_counter() - t0
         m = evaluate_trajectory(res, seq, align="sim3").to_dict()
         path = float(np.sum(np.linalg.norm(np.diff(seq.gt_poses[:, :3, 3], axis=0), axis=1)))
-        from trianflow.evaluation.kitti_odometry import kitti_odometry_error
-
         ke = kitti_odometry_error(seq.gt_poses, _sim3_aligned(res.poses, seq.gt_poses), lengths=(20, 30, 40, 50))
         out[name] = {"ate_m": round(m["ape_rmse"], 4), "ate_pct": round(100 * m["ape_rmse"] / path, 3),
                      "t_err_20_50m": None if ke.t_err is None else round(ke.t_err, 3),

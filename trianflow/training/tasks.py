@@ -151,6 +151,8 @@ class TrianFlowTask(Task):
         stage = cfg.train.stage
         if stage not in STAGES:
             raise InputError(f"train.stage={stage!r}: the trianflow task has stages {', '.join(STAGES)}")
+        if cfg.loss.geometry_flow not in ("network", "dis"):
+            raise InputError(f"loss.geometry_flow={cfg.loss.geometry_flow!r}: use network or dis")
         self.stage = stage
         self._models: dict[str, nn.Module] = {"flow": build_flownet(cfg.model.flow)}
         if stage != "flow":
@@ -194,8 +196,6 @@ class TrianFlowTask(Task):
         train_flow = stage in ("flow", "joint")
 
         dis_geometry = stage in ("depth", "joint") and L.geometry_flow == "dis"
-        if L.geometry_flow not in ("network", "dis"):
-            raise InputError(f"loss.geometry_flow={L.geometry_flow!r}: use network or dis")
         terms: dict[str, torch.Tensor] = {}
         losses = []
         if train_flow or not dis_geometry:
