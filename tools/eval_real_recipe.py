@@ -54,7 +54,6 @@ sys.path.insert(0, str(REPO))
 
 from trianflow.data.kitti_odometry import open_kitti_odometry, parse_calib  # noqa: E402
 from trianflow.errors import InputError  # noqa: E402
-from trianflow.evaluation.kitti_odometry import kitti_odometry_error  # noqa: E402
 from trianflow.flow_backends import DISFlow  # noqa: E402
 from trianflow.geometry.epipolar import sampson_distance  # noqa: E402
 from trianflow.geometry.pose import rotation_error_deg, translation_angle_deg  # noqa: E402
@@ -165,11 +164,11 @@ def _med(v) -> float | None:
 
 
 def _median_scaled(pred: np.ndarray, gt: np.ndarray) -> dict:
-    s = np.median(gt) / np.median(pred)
-    p = pred * s
-    ratio = np.maximum(p / gt, gt / p)
-    return {"abs_rel": round(float(np.mean(np.abs(p - gt) / gt)), 4), "a1": round(float(np.mean(ratio < 1.25)), 4),
-            "n": int(gt.size)}
+    """Eigen AbsRel / delta < 1.25 of ``pred`` scaled by ``median(gt) / median(pred)`` (sparse points)."""
+    from trianflow.evaluation.depth_metrics import compute_depth_metrics
+
+    m = compute_depth_metrics(pred * (np.median(gt) / np.median(pred)), gt)
+    return {"abs_rel": round(m["abs_rel"], 4), "a1": round(m["a1"], 4), "n": int(gt.size)}
 
 
 def _predict_depth(net, size, img: np.ndarray) -> np.ndarray:
@@ -255,23 +254,11 @@ def vo_section(folder: Path, flow_ckpt, depth_ckpt) -> dict:
         t0 = time.perf_counter()
         res = run_vo(seq, flow=fl, depth=dp, **opts)
         dt = time.perf_counter() - t0
-        m = evaluate_trajectory(res, seq, align="sim3").to_dict()
-        path = float(np.sum(np.linalg.norm(np.diff(seq.gt_poses[:, :3, 3], axis=0), axis=1)))
-        ke = kitti_odometry_error(seq.gt_poses, _sim3_aligned(res.poses, seq.gt_poses), lengths=(20, 30, 40, 50))
-        out[name] = {"ate_m": round(m["ape_rmse"], 4), "ate_pct": round(100 * m["ape_rmse"] / path, 3),
-                     "t_err_20_50m": None if ke.t_err is None else round(ke.t_err, 3),
-                     "r_err_20_50m": None if ke.r_err is None else round(ke.r_err, 3),
+        m = evaluate_trajectory(res, seq, align="sim3", kitti_lengths=(20, 30, 40, 50)).to_dict()
+        out[name] = {"ate_m": round(m["ape_rmse"], 4), "ate_pct": round(100 * m["ape_rmse"] / m["path_length"], 3),
+                     "t_err_20_50m": None if m["kitti_t_err"] is None else round(m["kitti_t_err"], 3),
+                     "r_err_20_50m": None if m["kitti_r_err"] is None else round(m["kitti_r_err"], 3),
                      "fps": round(len(seq) / dt, 2)}
-    return out
-
-
-def _sim3_aligned(est: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    from trianflow.geometry.pose import umeyama
-
-    s, R, t = (v.numpy() for v in umeyama(torch.from_numpy(est[:, :3, 3]), torch.from_numpy(gt[:, :3, 3])))
-    out = est.copy()
-    out[:, :3, :3] = R @ est[:, :3, :3]
-    out[:, :3, 3] = s * (est[:, :3, 3] @ R.T) + t
     return out
 
 

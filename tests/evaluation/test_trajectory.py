@@ -272,3 +272,23 @@ def test_to_dict_is_json_serialisable():
     full = json.loads(json.dumps(m.to_dict(include_arrays=True)))
     assert len(full["ape_errors"]) == 120 and len(full["est_xyz"]) == 120
     np.testing.assert_allclose(full["ape_errors"], m.ape_errors)
+
+
+def test_kitti_lengths_give_the_drift_of_short_paths():
+    gt = smooth_trajectory(300)
+    path = float(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1).sum())
+    est = gt.copy()
+    est[:, :3, 3] += np.random.default_rng(3).normal(scale=0.05, size=(300, 3))
+    from trianflow.evaluation.kitti_odometry import kitti_odometry_error
+
+    short = (path / 4, path / 2)
+    m = evaluate_trajectory(est, gt, align="none", kitti_lengths=short)
+    ref = kitti_odometry_error(gt, est, lengths=short)
+    assert m.kitti_n_segments == ref.n_segments > 0
+    assert m.kitti_t_err == pytest.approx(ref.t_err) and m.kitti_r_err == pytest.approx(ref.r_err)
+    # the default lengths differ from these: another number (or none for a path under 100 m)
+    d = evaluate_trajectory(est, gt, align="none")
+    assert d.kitti_n_segments != m.kitti_n_segments
+    for bad in ((), (0.0,), (-5.0, 10.0), (float("nan"),)):
+        with pytest.raises(InputError, match="segment lengths"):
+            evaluate_trajectory(est, gt, kitti_lengths=bad)
