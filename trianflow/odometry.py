@@ -236,8 +236,10 @@ class VisualOdometry:
         # ground planes fitted pair by pair: frame -> (GroundPlane, the pair's translation length, ref frame),
         # both lengths in the chain units of that moment (their ratio is free of the scale drift)
         self.ground_fits: dict = {}
-        self._ground_per_pair = (h is not None or (self.cfg.ground_scale == "auto" and self.cfg.refine == "ba")) \
+        self._ground = (h is not None or (self.cfg.ground_scale == "auto" and self.cfg.refine == "ba")) \
             and not self.cfg.stereo and depth_fn is None
+        # the pairs' planes serve the metric scale only (see _ground_fits)
+        self._ground_per_pair = self._ground and h is not None
         if self.cfg.refine == "ba":
             from trianflow.mapping.bundle_adjustment import BAOptions
             from trianflow.mapping.local_mapper import LocalMapper, MapperConfig
@@ -784,12 +786,12 @@ def _ground_fits(vo: VisualOdometry, cfg: VOConfig, depth_fn) -> Optional[list]:
     would remove (KITTI snippet with its untextured road: heights 1.5-2.3 map units from frame to
     frame, ATE 0.15 m with them against 0.022 m with the bundle adjustment's own scale), so the
     run keeps the chained scale there."""
-    if not vo._ground_per_pair:
+    if not vo._ground:
         return None
     pairs = [(f, g, step, ref) for f, (g, step, ref) in sorted(vo.ground_fits.items())]
     if vo.mapper is not None:
         kfs = [(f, g, None, f) for f, g in vo.mapper.keyframe_ground()]
-        if sum(g.found for _, g, _, _ in kfs) >= 3 or cfg.camera_height is None:
+        if sum(g.found for _, g, _, _ in kfs) >= 3 or not vo._ground_per_pair:
             return kfs
     return pairs
 
