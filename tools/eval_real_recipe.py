@@ -54,6 +54,7 @@ sys.path.insert(0, str(REPO))
 
 from trianflow.data.kitti_odometry import open_kitti_odometry, parse_calib  # noqa: E402
 from trianflow.errors import InputError  # noqa: E402
+from trianflow.evaluation.depth_metrics import compute_depth_metrics  # noqa: E402
 from trianflow.flow_backends import DISFlow  # noqa: E402
 from trianflow.geometry.epipolar import sampson_distance  # noqa: E402
 from trianflow.geometry.pose import rotation_error_deg, translation_angle_deg  # noqa: E402
@@ -165,8 +166,6 @@ def _med(v) -> float | None:
 
 def _median_scaled(pred: np.ndarray, gt: np.ndarray) -> dict:
     """Eigen AbsRel / delta < 1.25 of ``pred`` scaled by ``median(gt) / median(pred)`` (sparse points)."""
-    from trianflow.evaluation.depth_metrics import compute_depth_metrics
-
     m = compute_depth_metrics(pred * (np.median(gt) / np.median(pred)), gt)
     return {"abs_rel": round(m["abs_rel"], 4), "a1": round(m["a1"], 4), "n": int(gt.size)}
 

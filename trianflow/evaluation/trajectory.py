@@ -42,7 +42,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from trianflow.errors import InputError
-from trianflow.evaluation.kitti_odometry import kitti_odometry_error
+from trianflow.evaluation.kitti_odometry import KITTI_LENGTHS, kitti_odometry_error
 from trianflow.io.trajectory import from_evo, read_trajectory, to_evo
 
 logger = logging.getLogger(__name__)
@@ -356,7 +356,7 @@ def evaluate_trajectory(
     # --- KITTI drift on the aligned estimate ---
     _, gt_poses = from_evo(traj_gt)
     _, est_poses = from_evo(traj_est)
-    kitti = kitti_odometry_error(gt_poses, est_poses, **({} if kitti_lengths is None else {"lengths": kitti_lengths}))
+    kitti = kitti_odometry_error(gt_poses, est_poses, lengths=KITTI_LENGTHS if kitti_lengths is None else kitti_lengths)
 
     timestamps = getattr(traj_gt, "timestamps", None)
     result = TrajectoryMetrics(
