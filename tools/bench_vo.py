@@ -128,36 +128,43 @@ class _Head:
         return self.seq.read_right(i)
 
 
-def bench_pycolmap(seq, args):
+def pycolmap_poses(seq, frames, self_calibrate=False):
+    """pycolmap SIFT + sequential matching + incremental mapping with the known intrinsics on the
+    frames ``frames`` (indices into ``seq``). Returns ``(poses, seconds, params)``: ``{frame: (4,4) c2w}``
+    of the registered frames of the largest model (empty if it did not initialise), the mapping time and
+    the camera parameters it ended with (COLMAP's, pixel centres at +0.5). ``self_calibrate``: a RADIAL
+    camera (f, cx, cy, k1, k2) started at the known intrinsics and refined by its bundle adjustments."""
     import cv2
     import pycolmap
 
-    if args.pycolmap_frames:
-        seq = _Head(seq, args.pycolmap_frames)
-        seq.gt_poses = seq.seq.gt_poses[: seq.n] if seq.seq.gt_poses is not None else None
+    frames = [int(i) for i in frames]
     tmp = Path(tempfile.mkdtemp(prefix="bench_colmap_"))
     try:
         img_dir = tmp / "images"
         img_dir.mkdir()
-        names = []
-        for i in range(len(seq)):
+        names = {}
+        for i in frames:
             name = f"{i:06d}.png"
             cv2.imwrite(str(img_dir / name), cv2.cvtColor(seq.read(i), cv2.COLOR_RGB2BGR))
-            names.append(name)
+            names[name] = i
         K = seq.K
         t0 = time.perf_counter()
         db = tmp / "database.db"
         reader = pycolmap.ImageReaderOptions()
-        reader.camera_model = "PINHOLE"
         # COLMAP puts pixel centres at +0.5
-        reader.camera_params = f"{K[0, 0]},{K[1, 1]},{K[0, 2] + 0.5},{K[1, 2] + 0.5}"
+        if self_calibrate:
+            reader.camera_model = "RADIAL"
+            reader.camera_params = f"{0.5 * (K[0, 0] + K[1, 1])},{K[0, 2] + 0.5},{K[1, 2] + 0.5},0,0"
+        else:
+            reader.camera_model = "PINHOLE"
+            reader.camera_params = f"{K[0, 0]},{K[1, 1]},{K[0, 2] + 0.5},{K[1, 2] + 0.5}"
         pycolmap.extract_features(db, img_dir, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
                                   device=pycolmap.Device.cpu)
         pycolmap.match_sequential(db, device=pycolmap.Device.cpu)
         opts = pycolmap.IncrementalPipelineOptions()
-        opts.ba_refine_focal_length = False
-        opts.ba_refine_principal_point = False
-        opts.ba_refine_extra_params = False
+        opts.ba_refine_focal_length = bool(self_calibrate)
+        opts.ba_refine_principal_point = bool(self_calibrate)
+        opts.ba_refine_extra_params = bool(self_calibrate)
         # forward motion (driving): the defaults reject every initial pair (max forward motion 0.95,
         # min triangulation angle 16 deg); relax them as COLMAP users do for video
         opts.mapper.init_max_forward_motion = 1.0
@@ -165,24 +172,32 @@ def bench_pycolmap(seq, args):
         opts.random_seed = 0
         recs = pycolmap.incremental_mapping(db, img_dir, tmp / "sparse", options=opts)
         seconds = time.perf_counter() - t0
-        if not recs:
-            return {"seconds": seconds, "registered": 0, "note": "pycolmap failed to initialise"}
-        rec = max(recs.values(), key=lambda r: r.num_reg_images())
-        poses = {}
-        for img in rec.images.values():
-            if not img.has_pose:
-                continue
-            T = np.eye(4)
-            T[:3, :] = img.cam_from_world().matrix()
-            poses[names.index(img.name)] = np.linalg.inv(T)
-        idx = sorted(poses)
-        out = {"seconds": seconds, "registered": len(idx), "frames": len(seq)}
-        if seq.gt_poses is not None and len(idx) >= 3:
-            est = np.stack([poses[i] for i in idx])
-            out.update(ate(est, seq.gt_poses[idx]))
-        return out
+        poses, params = {}, None
+        if recs:
+            rec = max(recs.values(), key=lambda r: r.num_reg_images())
+            params = [float(v) for v in next(iter(rec.cameras.values())).params]
+            for img in rec.images.values():
+                if not img.has_pose:
+                    continue
+                T = np.eye(4)
+                T[:3, :] = img.cam_from_world().matrix()
+                poses[names[img.name]] = np.linalg.inv(T)
+        return poses, seconds, params
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_pycolmap(seq, args):
+    n = min(args.pycolmap_frames or len(seq), len(seq))
+    poses, seconds, _ = pycolmap_poses(seq, range(n))
+    if not poses:
+        return {"seconds": seconds, "registered": 0, "note": "pycolmap failed to initialise"}
+    idx = sorted(poses)
+    out = {"seconds": seconds, "registered": len(idx), "frames": n}
+    if seq.gt_poses is not None and len(idx) >= 3:
+        est = np.stack([poses[i] for i in idx])
+        out.update(ate(est, np.asarray(seq.gt_poses)[idx]))
+    return out
 
 
 def main(argv=None):

@@ -1,0 +1,138 @@
+#!/usr/bin/env python
+"""Rotation of the default VO against ground truth *and* against pycolmap's incremental mapper.
+
+The KITTI ``r_err`` of a visual odometry can be limited by the data rather than by the method: if
+the images and the ground-truth rotations disagree, every visual method shows the same rotation
+error. This tool separates the two. On frame windows of a sequence it compares the relative rotation
+over sub-intervals of ``--step`` frames estimated by
+
+- ``trianflow``: ``trianflow vo`` as it runs with no option, over the whole sequence (one run), and
+- ``pycolmap``: SIFT + sequential matching + incremental mapping with the known intrinsics and
+  global bundle adjustment, run separately on each window (``tools/bench_vo.py``'s setting),
+
+with the ground-truth rotation over the same interval. ``--self-calibrate`` adds a third estimate: pycolmap
+with a RADIAL camera whose focal length, principal point and distortion its bundle adjustments refine (does a
+better camera model bring the images closer to the ground truth?). For each interval it reports the three
+relative rotation vectors (degrees, axis x angle in the first camera's frame: x right, y down, z forward; yaw
+about y) and the angles between them: ``ours_vs_gt``, ``pycolmap_vs_gt`` and ``ours_vs_pycolmap``.
+``ours_vs_pycolmap`` much smaller than the other two means the two methods agree with each other and the rest
+of the error lies in the data.
+
+Prints ONE JSON line.
+
+Usage: python tools/bench_rotation.py SEQUENCE [--windows 50:130,200:300] [--step 25] [--run RUN_DIR]
+``--run`` reuses the poses of an earlier ``trianflow vo`` run of the same sequence instead of running it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def _rotvec_deg(Ra: np.ndarray, Rb: np.ndarray) -> np.ndarray:
+    """Rotation vector (degrees) of the relative rotation ``Ra^T Rb`` (c2w rotations)."""
+    from scipy.spatial.transform import Rotation
+
+    return np.rad2deg(Rotation.from_matrix(Ra.T @ Rb).as_rotvec())
+
+
+def _angle_deg(rel_a: np.ndarray, rel_b: np.ndarray) -> float:
+    """Angle (degrees) between two relative rotations given as rotation vectors in degrees."""
+    from scipy.spatial.transform import Rotation
+
+    ra = Rotation.from_rotvec(np.deg2rad(rel_a))
+    rb = Rotation.from_rotvec(np.deg2rad(rel_b))
+    return float(np.rad2deg((ra.inv() * rb).magnitude()))
+
+
+def parse_windows(text: str, n: int) -> list:
+    """``"a:b,c:d"`` -> ``[(a, b), (c, d)]`` (inclusive ends, inside ``[0, n-1]``, at least 10 frames)."""
+    out = []
+    for part in text.split(","):
+        a, _, b = part.strip().partition(":")
+        try:
+            a, b = int(a), int(b)
+        except ValueError:
+            raise SystemExit(f"--windows: {part!r} is not FIRST:LAST") from None
+        if not 0 <= a < b < n or b - a < 10:
+            raise SystemExit(f"--windows: {part!r} must satisfy 0 <= FIRST, FIRST + 10 <= LAST <= {n - 1}")
+        out.append((a, b))
+    return out
+
+
+def compare_window(gt: np.ndarray, ours: np.ndarray, colmap: dict, a: int, b: int, step: int) -> dict:
+    """Per-interval rotations of window ``[a, b]``: ``gt``, ``ours`` ``(N,4,4)`` c2w over the whole
+    sequence, ``colmap`` ``{frame: (4,4)}`` of the window (frames it did not register are skipped)."""
+    bounds = list(range(a, b, step)) + [b]
+    intervals = []
+    for i, j in list(zip(bounds[:-1], bounds[1:])) + [(a, b)]:
+        if i not in colmap or j not in colmap:
+            continue
+        g = _rotvec_deg(gt[i, :3, :3], gt[j, :3, :3])
+        o = _rotvec_deg(ours[i, :3, :3], ours[j, :3, :3])
+        c = _rotvec_deg(colmap[i][:3, :3], colmap[j][:3, :3])
+        intervals.append({"first": i, "last": j, "gt_deg": g.round(4).tolist(), "ours_deg": o.round(4).tolist(),
+                          "pycolmap_deg": c.round(4).tolist(), "ours_vs_gt": _angle_deg(o, g),
+                          "pycolmap_vs_gt": _angle_deg(c, g), "ours_vs_pycolmap": _angle_deg(o, c)})
+    return {"window": [a, b], "intervals": intervals}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sequence")
+    ap.add_argument("--windows", default="50:130,200:300", help="FIRST:LAST frame windows (comma separated)")
+    ap.add_argument("--step", type=int, default=25, help="frames per compared interval")
+    ap.add_argument("--self-calibrate", action="store_true", help="also run pycolmap refining a RADIAL camera")
+    ap.add_argument("--run", help="RUN_DIR of an earlier `trianflow vo` of this sequence (its poses.txt)")
+    args = ap.parse_args(argv)
+
+    from bench_vo import pycolmap_poses
+
+    from trianflow.data import open_sequence
+    from trianflow.io.trajectory import read_trajectory
+    from trianflow.odometry import VOConfig, run_vo
+
+    seq = open_sequence(args.sequence)
+    if seq.gt_poses is None:
+        raise SystemExit(f"{args.sequence}: no ground-truth poses")
+    gt = np.asarray(seq.gt_poses, dtype=np.float64)
+    windows = parse_windows(args.windows, len(seq))
+    t0 = time.perf_counter()
+    if args.run:
+        ours = read_trajectory(Path(args.run) / "poses.txt", fmt="kitti")[1]
+        if len(ours) != len(seq):
+            raise SystemExit(f"{args.run}: {len(ours)} poses for {len(seq)} frames")
+        vo_seconds = None
+    else:
+        ours = run_vo(seq, VOConfig(), keep_points=False).poses
+        vo_seconds = time.perf_counter() - t0
+    out = {"sequence": str(args.sequence), "frames": len(seq), "step": args.step, "trianflow_seconds": vo_seconds,
+           "windows": []}
+    for a, b in windows:
+        colmap, seconds, _ = pycolmap_poses(seq, range(a, b + 1))
+        w = compare_window(gt, ours, colmap, a, b, args.step)
+        w.update(pycolmap_seconds=seconds, pycolmap_registered=len(colmap))
+        if args.self_calibrate:
+            cal, _, params = pycolmap_poses(seq, range(a, b + 1), self_calibrate=True)
+            ivs = compare_window(gt, ours, cal, a, b, args.step)["intervals"]
+            w["self_calibrated"] = {"camera_params": params, "registered": len(cal), "intervals": [
+                {"first": iv["first"], "last": iv["last"], "vs_gt": iv["pycolmap_vs_gt"],
+                 "vs_ours": iv["ours_vs_pycolmap"]} for iv in ivs]}
+        out["windows"].append(w)
+    sub = [iv for w in out["windows"] for iv in w["intervals"] if iv["last"] - iv["first"] <= args.step]
+    if sub:
+        for key in ("ours_vs_gt", "pycolmap_vs_gt", "ours_vs_pycolmap"):
+            out[f"mean_{key}"] = float(np.mean([iv[key] for iv in sub]))
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
