@@ -12,8 +12,9 @@ chains its scale from the adjusted points, so one scale runs through the whole t
 Optionally (``final_ba``) all keyframes are adjusted together once after the last frame, and
 non-keyframe poses are re-attached to their keyframes (:meth:`LocalMapper.final_poses`).
 
-Cost on the 2-core CPU (KITTI, 1242x375, keyframes every ~4 frames): ~10-15 ms Lucas-Kanade (one or two pyramid levels cost the same) and
-~5 ms corners per frame, ~45 ms per window adjustment (1200 points, 28 keyframes).
+Cost on the 2-core CPU (KITTI, 1242x375, keyframes every ~4 frames): ~10-15 ms Lucas-Kanade (one or
+two pyramid levels cost the same) and ~5 ms corners per frame, ~45 ms per window adjustment (1200
+points, 28 keyframes).
 """
 
 from __future__ import annotations
