@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +19,9 @@ SNIPPET = REPO.parent / "shared" / "data" / "kitti_odom_straight"
 
 
 def _load(name):
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(REPO / "tools"))
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
     return mod
 
 
@@ -64,7 +61,7 @@ def test_parse_windows_rejects_bad_windows(text):
 def test_bench_rotation_on_the_kitti_snippet(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "bench_rotation.py"), str(SNIPPET), "--windows",
                            "0:14", "--step", "7"], capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, "HOME": str(tmp_path)})
+                          env={**os.environ, "HOME": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     (w,) = out["windows"]

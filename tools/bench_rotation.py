@@ -37,20 +37,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def _rotvec_deg(Ra: np.ndarray, Rb: np.ndarray) -> np.ndarray:
-    """Rotation vector (degrees) of the relative rotation ``Ra^T Rb`` (c2w rotations)."""
+def _rotvec_deg(R: np.ndarray) -> list:
+    """Rotation vector (degrees, 4 decimals) of the rotation matrix ``R (3,3)``."""
     from scipy.spatial.transform import Rotation
 
-    return np.rad2deg(Rotation.from_matrix(Ra.T @ Rb).as_rotvec())
-
-
-def _angle_deg(rel_a: np.ndarray, rel_b: np.ndarray) -> float:
-    """Angle (degrees) between two relative rotations given as rotation vectors in degrees."""
-    from scipy.spatial.transform import Rotation
-
-    ra = Rotation.from_rotvec(np.deg2rad(rel_a))
-    rb = Rotation.from_rotvec(np.deg2rad(rel_b))
-    return float(np.rad2deg((ra.inv() * rb).magnitude()))
+    return np.rad2deg(Rotation.from_matrix(R).as_rotvec()).round(4).tolist()
 
 
 def parse_windows(text: str, n: int) -> list:
@@ -71,17 +62,25 @@ def parse_windows(text: str, n: int) -> list:
 def compare_window(gt: np.ndarray, ours: np.ndarray, colmap: dict, a: int, b: int, step: int) -> dict:
     """Per-interval rotations of window ``[a, b]``: ``gt``, ``ours`` ``(N,4,4)`` c2w over the whole
     sequence, ``colmap`` ``{frame: (4,4)}`` of the window (frames it did not register are skipped)."""
+    import torch
+
+    from trianflow.geometry.pose import rotation_error_deg
+
+    def rel(Ti, Tj):
+        return torch.from_numpy(np.ascontiguousarray(Ti[:3, :3].T @ Tj[:3, :3]))
+
+    def angle(Ra, Rb):
+        return float(rotation_error_deg(Ra, Rb))
+
     bounds = list(range(a, b, step)) + [b]
     intervals = []
     for i, j in list(zip(bounds[:-1], bounds[1:])) + [(a, b)]:
         if i not in colmap or j not in colmap:
             continue
-        g = _rotvec_deg(gt[i, :3, :3], gt[j, :3, :3])
-        o = _rotvec_deg(ours[i, :3, :3], ours[j, :3, :3])
-        c = _rotvec_deg(colmap[i][:3, :3], colmap[j][:3, :3])
-        intervals.append({"first": i, "last": j, "gt_deg": g.round(4).tolist(), "ours_deg": o.round(4).tolist(),
-                          "pycolmap_deg": c.round(4).tolist(), "ours_vs_gt": _angle_deg(o, g),
-                          "pycolmap_vs_gt": _angle_deg(c, g), "ours_vs_pycolmap": _angle_deg(o, c)})
+        g, o, c = rel(gt[i], gt[j]), rel(ours[i], ours[j]), rel(colmap[i], colmap[j])
+        intervals.append({"first": i, "last": j, "gt_deg": _rotvec_deg(g.numpy()), "ours_deg": _rotvec_deg(o.numpy()),
+                          "pycolmap_deg": _rotvec_deg(c.numpy()), "ours_vs_gt": angle(o, g),
+                          "pycolmap_vs_gt": angle(c, g), "ours_vs_pycolmap": angle(o, c)})
     return {"window": [a, b], "intervals": intervals}
 
 
