@@ -39,7 +39,8 @@ ground truth ``depth_gt``/``disp_gt``/``flow_gt``/``flow_valid`` is set to 0 (un
 Modules: readers ``kitti_odometry``, ``kitti_raw``, ``tum``, ``image_folder``, ``video``,
 ``synthetic`` (renderer with exact ground truth); ``sequences_dataset`` (pairs over any sequence,
 static-frame filtering); ``stereo_pairs`` (KITTI stereo, stereo folders, Middlebury);
-``transforms`` (augmentation that keeps K right); ``builders`` (``data.dataset`` name -> dataset
+``transforms`` (augmentation that keeps K right); ``toy`` (the vectors of the ``toy`` training
+task, no images); ``builders`` (``data.dataset`` name -> dataset
 for the training tasks). Import direction: readers -> ``sequence``; datasets -> readers;
 ``builders`` -> everything; nothing imports ``builders`` back.
 

@@ -5,6 +5,7 @@ protocol and stage logic as the real TrianFlow task, none of the cost. Two model
 TrianFlow split: ``flow`` (``Linear(dim, dim)``, regresses ``y = A x + b``) and ``depth``
 (``Linear(dim, 1)``, regresses ``z = w . y`` from the flow output). Stages: ``flow`` trains
 ``flow`` only, ``depth`` trains ``depth`` on the frozen flow output, ``joint`` trains both.
+Its dataset is :class:`trianflow.data.toy.ToyDataset` (re-exported here).
 
 Options are read from ``cfg.model.flow`` (a free-form dict): ``dim`` (8), ``samples`` (64),
 ``noise`` (0.01: per-sample input jitter, the "augmentation", only with ``data.augment``),
@@ -23,12 +24,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from trianflow.config import TrainConfig
+from trianflow.data.toy import ToyDataset
 from trianflow.training.registry import register_task
 from trianflow.training.trainer import StepContext, StepOutput, Task
 
-__all__ = ["ToyFlow", "ToyDepth", "ToyDataset", "ToyTask"]
-
-_DATA_SEED = 1234
+__all__ = ["ToyFlow", "ToyDepth", "ToyDataset", "ToyTask"]  # ToyDataset: from trianflow.data.toy
 
 
 class ToyFlow(nn.Module):
@@ -63,33 +63,6 @@ class ToyDepth(nn.Module):
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         """``y (B,dim)`` -> ``(B,1)``."""
         return self.fc(y)
-
-
-class ToyDataset(Dataset):
-    """``samples`` fixed inputs ``x (dim,)`` with exact targets ``y = A x + b`` and ``z = w . y``.
-
-    With ``noise > 0`` each ``__getitem__`` adds ``noise * randn(dim)`` to ``x`` using the global
-    torch RNG (like image augmentation); targets stay exact for the clean input.
-    """
-
-    def __init__(self, samples: int, dim: int, noise: float = 0.0):
-        g = torch.Generator().manual_seed(_DATA_SEED)
-        self.x = torch.randn(samples, dim, generator=g)
-        self.A = torch.randn(dim, dim, generator=g) / dim**0.5
-        self.b = torch.randn(dim, generator=g)
-        self.w = torch.randn(dim, generator=g) / dim**0.5
-        self.y = self.x @ self.A.T + self.b
-        self.z = self.y @ self.w[:, None]
-        self.noise = noise
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    def __getitem__(self, i: int) -> dict:
-        x = self.x[i]
-        if self.noise > 0:
-            x = x + self.noise * torch.randn_like(x)
-        return {"x": x, "y": self.y[i], "z": self.z[i], "frame_id": f"toy/{i}"}
 
 
 @register_task("toy")
