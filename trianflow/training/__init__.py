@@ -1,14 +1,20 @@
 """Training: one generic trainer driven by pluggable tasks.
 
-* :mod:`trianflow.training.trainer` — :class:`Trainer`, the :class:`Task` protocol,
-  :class:`StepContext`, :class:`StepOutput` (tensorboard images are drawn by :mod:`trianflow.viz`).
-* :mod:`trianflow.training.checkpoint` — atomic, rotating, safely loaded checkpoints.
+* :mod:`trianflow.training.trainer` — :class:`Trainer`, the training loop alone.
+* :mod:`trianflow.training.protocol` — the :class:`Task` protocol, :class:`StepContext`,
+  :class:`StepOutput` (also importable from ``trainer``).
+* :mod:`trianflow.training.sampling` — ``seed_everything`` and the seeded, resumable data order.
+* :mod:`trianflow.training.log_writers` — tensorboard scalars and images, ``log.jsonl``, progress,
+  peak memory (tensorboard images are drawn by :mod:`trianflow.viz`).
+* :mod:`trianflow.training.checkpoint` — atomic, rotating, safely loaded checkpoints; initial
+  weights and resumption.
 * :mod:`trianflow.training.distributed` — device resolution and torchrun/DDP helpers.
 * :mod:`trianflow.training.registry` — ``register_task`` / ``get_task``; tasks live in
   ``trianflow.training.tasks`` (``trianflow``), ``trianflow.training.stereo_task`` (``stereo``,
   ``stereo_mono``) and ``trianflow.training.toy`` (``toy``). A task only composes: losses come from
   :mod:`trianflow.losses`, metrics from :mod:`trianflow.evaluation`, datasets and their builders
-  from :mod:`trianflow.data`, geometry from :mod:`trianflow.geometry`.
+  from :mod:`trianflow.data` (the toy task's too: ``trianflow.data.toy``), geometry from
+  :mod:`trianflow.geometry`.
 """
 
 from trianflow.training.checkpoint import CheckpointManager, load_checkpoint, save_checkpoint

@@ -60,6 +60,10 @@ __all__ = [
     "model_arch",
     "check_state_dict",
     "load_model_weights",
+    "load_init_weights",
+    "resolve_resume",
+    "load_run_models",
+    "load_optimisation_state",
 ]
 
 
@@ -273,3 +277,82 @@ def load_model_weights(model: nn.Module, ckpt: Mapping, name: str, source: str) 
         )
     check_state_dict(model, models[name], f"checkpoint {source}: '{name}' network")
     model.load_state_dict(models[name], strict=True)
+
+
+# --------------------------------------------------------------------------------------------
+# what a run starts from: initial weights, resumption
+# --------------------------------------------------------------------------------------------
+
+
+def load_init_weights(models: Mapping[str, nn.Module], init: Mapping[str, str | None], task_name: str) -> None:
+    """Initialise networks from checkpoints (``train.init_flow`` / ``train.init_depth``).
+
+    Args:
+        models: the task's networks by name.
+        init: network name -> checkpoint path (None or "" leaves that network as it is).
+        task_name: for messages.
+
+    Raises:
+        InputError: a path names a network the task does not have, or its checkpoint does not fit.
+    """
+    for name, path in init.items():
+        if not path:
+            continue
+        if name not in models:
+            raise InputError(
+                f"train.init_{name}={path} but task '{task_name}' has no '{name}' network "
+                f"(it has: {', '.join(models)})"
+            )
+        ckpt = load_checkpoint(path)
+        load_model_weights(models[name], ckpt, name, str(path))
+        log.info("initialised '%s' network from %s (step %s)", name, path, ckpt.get("step"))
+
+
+def resolve_resume(resume: PathLike | str | bool | None, last: Path) -> Path | None:
+    """The checkpoint to resume from: None/False -> None; ``"auto"`` -> ``last`` if it exists; else the path."""
+    if resume is None or resume is False:
+        return None
+    if str(resume) == "auto":
+        if not last.exists():
+            log.info("no checkpoint at %s: starting a new run", last)
+            return None
+        return last
+    return Path(resume)
+
+
+def load_run_models(models: Mapping[str, nn.Module], ckpt: Mapping, source: str, task_name: str) -> None:
+    """Load every network of a resumed run; the checkpoint may hold no network the task lacks.
+
+    Raises:
+        InputError: naming ``source`` and the networks or weights that do not fit.
+    """
+    extra = sorted(set(ckpt["models"]) - set(models))
+    if extra:
+        raise InputError(
+            f"checkpoint {source} holds networks {extra} that task '{task_name}' does not have; "
+            "it was written by another task"
+        )
+    for name, m in models.items():
+        load_model_weights(m, ckpt, name, source)
+
+
+def load_optimisation_state(ckpt: Mapping, source: str, stage: str, optimizer: torch.optim.Optimizer,
+                            scheduler, scaler: torch.amp.GradScaler) -> None:
+    """Restore optimiser, learning-rate schedule and GradScaler (when enabled) of a resumed run.
+
+    Raises:
+        InputError: the checkpoint was saved in another stage, or its optimiser state does not fit.
+    """
+    if ckpt.get("stage") not in (None, stage):
+        raise InputError(
+            f"checkpoint {source} was saved in stage '{ckpt.get('stage')}' but this run is stage "
+            f"'{stage}'; to start a new stage from it use train.init_flow / train.init_depth"
+        )
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise InputError(f"checkpoint {source}: optimiser state does not fit this run ({exc})") from None
+    if ckpt.get("scheduler") is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler.is_enabled() and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])

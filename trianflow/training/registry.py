@@ -1,7 +1,7 @@
 """Registry of training tasks: ``@register_task("name")`` and ``get_task("name")``.
 
 A task factory is a callable ``factory(cfg: TrainConfig) -> task`` (usually a :class:`Task`
-subclass) implementing the protocol documented in ``trianflow.training.trainer``. The built-in
+subclass) implementing the protocol documented in ``trianflow.training.protocol``. The built-in
 ``toy`` task lives in ``trianflow.training.toy``; the real tasks register themselves in
 ``trianflow.training.tasks`` (``trianflow``) and ``trianflow.training.stereo_task`` (``stereo``,
 ``stereo_mono``), which :func:`get_task` imports lazily when they exist.

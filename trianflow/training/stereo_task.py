@@ -67,9 +67,9 @@ from trianflow.losses.scale_shift import ScaleShiftInvariantLoss
 from trianflow.losses.stereo_objective import stereo_objective
 from trianflow.losses.triangulation import trianflow_depth_objective
 from trianflow.models import build_depthnet, build_flownet
+from trianflow.training.protocol import StepContext, StepOutput, Task
 from trianflow.training.registry import register_task
 from trianflow.training.tasks import STAGES, depth_geometry, flow_forward, pair_inputs
-from trianflow.training.trainer import StepContext, StepOutput, Task
 from trianflow.viz.images import draw_points
 
 log = logging.getLogger(__name__)

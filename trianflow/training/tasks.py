@@ -81,8 +81,8 @@ from trianflow.losses.flow import flow_distill_loss, flow_loss_terms, flow_valid
 from trianflow.losses.objective import weighted_sum
 from trianflow.losses.triangulation import epipolar_distance_map, epipolar_mask, trianflow_depth_objective
 from trianflow.models import bidirectional_flow, build_depthnet, build_flownet, disp_to_depth, unwrap_model
+from trianflow.training.protocol import StepContext, StepOutput, Task
 from trianflow.training.registry import register_task
-from trianflow.training.trainer import StepContext, StepOutput, Task
 from trianflow.viz.images import draw_points
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from torch.utils.data import Dataset
 
 from trianflow.config import TrainConfig
 from trianflow.data.toy import ToyDataset
+from trianflow.training.protocol import StepContext, StepOutput, Task
 from trianflow.training.registry import register_task
-from trianflow.training.trainer import StepContext, StepOutput, Task
 
 __all__ = ["ToyFlow", "ToyDepth", "ToyDataset", "ToyTask"]  # ToyDataset: from trianflow.data.toy
 

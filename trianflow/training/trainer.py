@@ -7,44 +7,11 @@ clipping, skipping steps whose loss or gradients are not finite, DistributedData
 atomic checkpoints, SIGTERM/SIGINT handling and exact resumption. A *task* (see :class:`Task`)
 supplies the networks, the dataset and the loss of one step.
 
-Task protocol
--------------
-A task is built as ``factory(cfg)`` by the registry (``trianflow.training.registry``) and
-provides (subclassing :class:`Task` gives defaults for the optional ones):
-
-``models() -> dict[str, nn.Module]``
-    Its networks, built once in ``__init__`` on CPU; the same objects on every call. The trainer
-    moves them to the device, checkpoints them under these names (``"flow"``, ``"depth"``, ...)
-    and stores ``model.arch_config()`` (a plain dict) when a model defines it. Any parameter
-    the optimiser trains must belong to one of these models.
-``set_stage(stage: str) -> None`` (optional)
-    Freeze/unfreeze parameters for ``cfg.train.stage`` (``requires_grad``). Called once, after
-    the models are on the device. Models with no trainable parameter left are put in
-    ``eval()`` mode, the others in ``train()`` mode.
-``trainable_parameters() -> list[Parameter] | list[dict]`` (optional)
-    What Adam optimises (param groups allowed, e.g. ``{"params": ..., "lr": ...}``). Default:
-    every parameter of ``models()`` with ``requires_grad``.
-``build_dataset(split: str) -> torch.utils.data.Dataset``
-    A map-style dataset (``len`` + ``__getitem__``) of sample dicts (see
-    ``trianflow.data``) for ``split="train"``. An empty or missing dataset should raise
-    :class:`InputError`. Randomness inside ``__getitem__`` (augmentation) may use the global
-    ``torch``/``numpy``/``random`` generators: the trainer seeds them per sample from
-    ``(train.seed, epoch, index)``, so data is identical across resumes and worker counts.
-``collate(samples: list[dict]) -> dict`` (optional)
-    Batch collation; default ``torch.utils.data.default_collate``.
-``step(batch: dict, ctx: StepContext) -> StepOutput``
-    One forward pass and loss. ``batch`` is the collated dict with tensors already on
-    ``ctx.device``. Call the networks through ``ctx.models[name]`` (they may be DDP-wrapped) and
-    put only network forwards inside ``with ctx.autocast():`` (geometry and losses stay fp32).
-    Return the total loss (scalar tensor with a graph) and detached scalar terms for logging;
-    when ``ctx.want_images`` is true also return ``images`` for tensorboard. Do not call
-    ``backward`` or the optimiser.
-
-Images in ``StepOutput.images`` are tensors ``(B,C,H,W)`` or ``(C,H,W)`` (first sample shown):
-``C=3`` RGB in [0, 1]; ``C=2`` a flow field (colour-coded with
-:func:`trianflow.viz.images.flow_to_rgb`); ``C=1`` a scalar map such as depth, disparity or an
-occlusion mask (min-max normalised to grey). Use :func:`trianflow.viz.images.draw_points` to show
-inlier correspondences on an image.
+The rooms beside it: :mod:`trianflow.training.protocol` (the task protocol: :class:`Task`,
+:class:`StepContext`, :class:`StepOutput`, re-exported here), :mod:`trianflow.training.sampling`
+(seeding and the resumable data order; :func:`seed_everything` is re-exported here),
+:mod:`trianflow.training.log_writers` (tensorboard, ``log.jsonl``, progress, images) and
+:mod:`trianflow.training.checkpoint` (files, resumption).
 """
 
 from __future__ import annotations
@@ -52,22 +19,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import json
 import logging
 import math
-import resource
 import signal
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Mapping
+from typing import Callable, ContextManager, Mapping
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
 from trianflow.config import TrainConfig, config_to_dict, save_config
 from trianflow.errors import InputError
@@ -77,11 +39,23 @@ from trianflow.training.checkpoint import (
     CheckpointManager,
     capture_rng_state,
     load_checkpoint,
-    load_model_weights,
+    load_init_weights,
+    load_optimisation_state,
+    load_run_models,
     model_arch,
+    resolve_resume,
     restore_rng_state,
 )
-from trianflow.viz.images import to_display
+from trianflow.training.log_writers import LogWindow, RunLog, peak_memory_mb
+from trianflow.training.protocol import (
+    StepContext,
+    StepOutput,
+    Task,
+    checked_output,
+    task_models,
+    task_parameters,
+)
+from trianflow.training.sampling import ResumableLoader, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -95,87 +69,6 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------------------------
-# task protocol
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class StepOutput:
-    """What :meth:`Task.step` returns.
-
-    Attributes:
-        loss: scalar tensor (shape ``()`` or ``(1,)``) to minimise, attached to the graph.
-        terms: named scalars to log (floats or 0-d tensors, e.g. each weighted loss term).
-        images: name -> ``(B,C,H,W)``/``(C,H,W)`` tensor to show in tensorboard, or None.
-        num_images: images processed in this step (for throughput); default: batch size.
-    """
-
-    loss: torch.Tensor
-    terms: dict[str, Any] = field(default_factory=dict)
-    images: dict[str, torch.Tensor] | None = None
-    num_images: int | None = None
-
-
-@dataclass
-class StepContext:
-    """What the trainer hands to :meth:`Task.step`.
-
-    Attributes:
-        step: index of this step (0-based; equals the number of steps done before it).
-        stage: ``cfg.train.stage``.
-        device: where the batch and models live.
-        models: the task's models on ``device``, DDP-wrapped when distributed and trainable;
-            call these, not the originals, so gradients are synchronised.
-        want_images: return ``StepOutput.images`` this step.
-        autocast: ``with ctx.autocast():`` runs a block in the configured AMP dtype (no-op
-            when ``train.amp=off``).
-        amp_dtype: ``torch.bfloat16``/``torch.float16`` or None.
-    """
-
-    step: int
-    stage: str
-    device: torch.device
-    models: dict[str, nn.Module]
-    want_images: bool
-    autocast: Callable[[], ContextManager]
-    amp_dtype: torch.dtype | None = None
-
-
-class Task:
-    """Base class for training tasks (optional: any object with the same methods works).
-
-    Subclasses set ``self.cfg`` in ``__init__(cfg)``, build their networks, and implement
-    :meth:`models`, :meth:`build_dataset` and :meth:`step`. See the module docstring.
-    """
-
-    def __init__(self, cfg: TrainConfig):
-        self.cfg = cfg
-
-    def models(self) -> dict[str, nn.Module]:
-        """The task's networks by name (same objects on every call)."""
-        raise NotImplementedError
-
-    def set_stage(self, stage: str) -> None:
-        """Freeze/unfreeze parameters for ``stage``; default: everything trainable."""
-        for m in self.models().values():
-            m.requires_grad_(True)
-
-    def trainable_parameters(self) -> list:
-        """Parameters (or param groups) for the optimiser; default: all with ``requires_grad``."""
-        return [p for m in self.models().values() for p in m.parameters() if p.requires_grad]
-
-    def build_dataset(self, split: str) -> Dataset:
-        """Map-style dataset of sample dicts for ``split`` (``"train"``)."""
-        raise NotImplementedError
-
-    collate = None  # optional: callable(list[dict]) -> dict
-
-    def step(self, batch: dict, ctx: StepContext) -> StepOutput:
-        """Forward pass and loss for one batch; see :class:`StepContext` / :class:`StepOutput`."""
-        raise NotImplementedError
-
-
 class TrainingDiverged(InputError):
     """Too many consecutive steps had a non-finite loss or gradient."""
 
@@ -183,79 +76,6 @@ class TrainingDiverged(InputError):
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python ``random``, NumPy's global generator and torch (CPU and CUDA)."""
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def _sample_seed(base: int, epoch: int, index: int) -> int:
-    return int(np.random.SeedSequence([base % 2**32, epoch, index]).generate_state(1)[0])
-
-
-class _SeededDataset(Dataset):
-    """Wraps a dataset so item ``(index, seed)`` is produced with all global RNGs seeded by ``seed``.
-
-    In the main process (``num_workers=0``) the RNG states are saved and restored around the
-    call, so data loading never disturbs the training loop's random stream.
-    """
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, item):
-        index, seed = item
-        if torch.utils.data.get_worker_info() is not None:
-            seed_everything(seed)
-            return self.dataset[index]
-        import random
-
-        saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-        try:
-            seed_everything(seed)
-            return self.dataset[index]
-        finally:
-            random.setstate(saved[0])
-            np.random.set_state(saved[1])
-            torch.set_rng_state(saved[2])
-
-
-class _ResumableBatchSampler(Sampler):
-    """Batches of ``(index, seed)`` for one epoch of a DistributedSampler, skipping the first
-    ``skip`` batches (the ones consumed before a resume). Incomplete last batches are dropped."""
-
-    def __init__(self, sampler: DistributedSampler, batch_size: int, seed: int):
-        self.sampler = sampler
-        self.batch_size = batch_size
-        self.seed = seed
-        self.epoch = 0
-        self.skip = 0
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return len(self.sampler) // self.batch_size
-
-    def __len__(self) -> int:
-        return max(self.batches_per_epoch - self.skip, 0)
-
-    def __iter__(self):
-        self.sampler.set_epoch(self.epoch)
-        indices = list(iter(self.sampler))
-        for b in range(self.skip, self.batches_per_epoch):
-            chunk = indices[b * self.batch_size:(b + 1) * self.batch_size]
-            yield [(int(i), _sample_seed(self.seed, self.epoch, int(i))) for i in chunk]
-
-
-def _worker_init(_worker_id: int) -> None:
-    np.random.seed(torch.initial_seed() % 2**32)
 
 
 def _move(obj, device: torch.device, channels_last: bool, non_blocking: bool):
@@ -269,25 +89,6 @@ def _move(obj, device: torch.device, channels_last: bool, non_blocking: bool):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_move(v, device, channels_last, non_blocking) for v in obj)
     return obj
-
-
-def _batch_size_of(batch) -> int:
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0]) if batch.dim() else 1
-    if isinstance(batch, Mapping):
-        for v in batch.values():
-            n = _batch_size_of(v)
-            if n:
-                return n
-    if isinstance(batch, (list, tuple)) and batch:
-        return _batch_size_of(batch[0]) if isinstance(batch[0], (torch.Tensor, Mapping)) else len(batch)
-    return 0
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,31 +113,53 @@ def _lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     return fn
 
 
-class _TeeWriter:
-    """Forwards the SummaryWriter calls the trainer makes to several writers."""
+def _run_config(cfg: TrainConfig, out_dir: str | Path | None) -> TrainConfig:
+    """``cfg`` with ``train.out_dir`` = ``out_dir`` (when given) and ``{stage}`` in it replaced."""
+    if out_dir is not None and str(out_dir) != cfg.train.out_dir:  # keep the saved config truthful
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=str(out_dir)))
+    if "{stage}" in cfg.train.out_dir:  # one recipe file for all stages: runs/kitti_cpu_{stage}
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+            cfg.train, out_dir=cfg.train.out_dir.replace("{stage}", str(cfg.train.stage))))
+    return cfg
 
-    def __init__(self, writers):
-        self.writers = list(writers)
 
-    def add_scalar(self, *args, **kwargs):
-        for w in self.writers:
-            w.add_scalar(*args, **kwargs)
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` (``off``/``bf16``/``fp16``) on ``device``."""
+    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise InputError(f"train.amp=bf16 requested but {torch.cuda.get_device_name(device)} has no "
+                         "bfloat16 support; use train.amp=fp16 or train.amp=off")
+    if amp == "fp16" and device.type == "cpu":
+        log.warning("train.amp=fp16 on CPU is slow and rarely useful; consider train.amp=bf16")
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
-    def add_image(self, *args, **kwargs):
-        for w in self.writers:
-            w.add_image(*args, **kwargs)
 
-    def flush(self):
-        for w in self.writers:
-            w.flush()
+def _set_backend_flags(deterministic: bool, device: torch.device) -> None:
+    """``train.deterministic``: torch's deterministic algorithms (warn where none exists), no cuDNN autotuning."""
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
-    def close(self):
-        for w in self.writers:
-            w.close()
+
+@contextlib.contextmanager
+def _signals_to(handler: Callable):
+    """SIGTERM and SIGINT call ``handler`` inside the block (main thread only); the old handlers come back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for s in old:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 class Trainer:
-    """Train ``task`` with ``cfg`` (see the module docstring for the task protocol).
+    """Train ``task`` with ``cfg`` (the task protocol: :mod:`trianflow.training.protocol`).
 
     Args:
         cfg: the full :class:`TrainConfig`.
@@ -357,12 +180,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, task, out_dir: str | Path | None = None,
                  resume: str | Path | None = None, progress: bool = False, task_name: str | None = None):
-        if out_dir is not None and str(out_dir) != cfg.train.out_dir:  # keep the saved config truthful
-            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=str(out_dir)))
-        if "{stage}" in cfg.train.out_dir:  # one recipe file for all stages: runs/kitti_cpu_{stage}
-            cfg = dataclasses.replace(cfg, train=dataclasses.replace(
-                cfg.train, out_dir=cfg.train.out_dir.replace("{stage}", str(cfg.train.stage))))
-        self.cfg = cfg
+        self.cfg = cfg = _run_config(cfg, out_dir)
         self.task = task
         self.task_name = task_name or cfg.train.task
         self.out_dir = Path(cfg.train.out_dir)
@@ -371,16 +189,10 @@ class Trainer:
         self.device = D.resolve_device(cfg.train.device, self.info.local_rank)
         D.init_distributed(self.device, self.info)
         self.ckpts = CheckpointManager(self.out_dir, keep=cfg.train.keep_ckpts)
-        self._setup_amp()
-        if cfg.train.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-        elif self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+        self.amp_dtype = _amp_dtype(cfg.train.amp, self.device)
+        _set_backend_flags(cfg.train.deterministic, self.device)
 
         self.step = 0
-        self.epoch = 0
-        self.batch_in_epoch = 0
         self.skipped_total = 0
         self.consecutive_skips = 0
         self._stop_requested = False
@@ -388,36 +200,21 @@ class Trainer:
         self.viz_writer = None  # extra SummaryWriter-like sink, e.g. a Rerun TrainRecorder (trianflow train --viz)
 
         # models
-        models = task.models()
-        if not isinstance(models, dict) or not models or not all(isinstance(m, nn.Module) for m in models.values()):
-            raise TypeError("task.models() must return a non-empty dict of nn.Module")
-        self.models: dict[str, nn.Module] = models
-        for m in models.values():
-            m.to(self.device)
-            if cfg.train.channels_last:
-                m.to(memory_format=torch.channels_last)
+        self.models: dict[str, nn.Module] = task_models(task)
+        for m in self.models.values():
+            m.to(self.device, memory_format=torch.channels_last if cfg.train.channels_last else torch.preserve_format)
         if hasattr(task, "set_stage"):
             task.set_stage(cfg.train.stage)
-        self._load_init_weights()
-
-        ckpt = self._resolve_resume(resume)
+        load_init_weights(self.models, {"flow": cfg.train.init_flow, "depth": cfg.train.init_depth}, self.task_name)
+        self.resume_path = resolve_resume(resume, self.ckpts.last)
+        ckpt = load_checkpoint(self.resume_path) if self.resume_path is not None else None
         if ckpt is not None:
-            self._load_models_from(ckpt)
-
-        params = list(task.trainable_parameters() if hasattr(task, "trainable_parameters")
-                      else Task.trainable_parameters(task))
-        flat = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
-        if not flat:
-            raise InputError(
-                f"task '{self.task_name}' has no trainable parameters in stage '{cfg.train.stage}'; check train.stage"
-            )
-        owned = {id(p) for m in models.values() for p in m.parameters()}
-        if any(id(p) not in owned for p in flat):
-            raise TypeError("task.trainable_parameters() returned a parameter that is not in task.models()")
-        self._params = flat
-        for m in models.values():
+            load_run_models(self.models, ckpt, str(self.resume_path), self.task_name)
+        params, self._params = task_parameters(task, self.models, self.task_name, cfg.train.stage)
+        for m in self.models.values():
             m.train(any(p.requires_grad for p in m.parameters()))
-        self.wrapped = {k: D.wrap_ddp(m, self.device, cfg.train.find_unused_parameters) for k, m in models.items()}
+        self.wrapped = {k: D.wrap_ddp(m, self.device, cfg.train.find_unused_parameters)
+                        for k, m in self.models.items()}
 
         o = cfg.optim
         self.optimizer = torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
@@ -430,81 +227,24 @@ class Trainer:
         else:
             seed_everything(cfg.train.seed + 1_000_003 * self.info.rank)
 
-        self._build_data()
+        self.dataset = task.build_dataset("train")
+        self.data = ResumableLoader(self.dataset, cfg, self.info.rank, self.info.world_size, self.device,
+                                    getattr(task, "collate", None))
+        if ckpt is not None:
+            self.data.epoch = int(ckpt.get("epoch", 0))
+            self.data.batch_in_epoch = int(ckpt.get("batch_in_epoch", 0))
 
     # ---------------------------------------------------------------- setup
-    def _setup_amp(self) -> None:
-        amp = self.cfg.train.amp
-        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-        if amp == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise InputError(f"train.amp=bf16 requested but {torch.cuda.get_device_name(self.device)} has no "
-                             "bfloat16 support; use train.amp=fp16 or train.amp=off")
-        if amp == "fp16" and self.device.type == "cpu":
-            log.warning("train.amp=fp16 on CPU is slow and rarely useful; consider train.amp=bf16")
-
     def autocast(self) -> ContextManager:
         """Autocast context for network forwards in the configured AMP dtype (no-op when off)."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def _load_init_weights(self) -> None:
-        t = self.cfg.train
-        for name, path in (("flow", t.init_flow), ("depth", t.init_depth)):
-            if not path:
-                continue
-            if name not in self.models:
-                raise InputError(
-                    f"train.init_{name}={path} but task '{self.task_name}' has no '{name}' network "
-                    f"(it has: {', '.join(self.models)})"
-                )
-            ckpt = load_checkpoint(path)
-            load_model_weights(self.models[name], ckpt, name, str(path))
-            log.info("initialised '%s' network from %s (step %s)", name, path, ckpt.get("step"))
-
-    def _resolve_resume(self, resume) -> dict | None:
-        if resume is None or resume is False:
-            return None
-        if str(resume) == "auto":
-            path = self.ckpts.last
-            if not path.exists():
-                log.info("no checkpoint at %s: starting a new run", path)
-                return None
-        else:
-            path = Path(resume)
-        ckpt = load_checkpoint(path)
-        self.resume_path = path
-        return ckpt
-
-    def _load_models_from(self, ckpt: dict) -> None:
-        src = str(self.resume_path)
-        extra = sorted(set(ckpt["models"]) - set(self.models))
-        if extra:
-            raise InputError(
-                f"checkpoint {src} holds networks {extra} that task '{self.task_name}' does not have; "
-                "it was written by another task"
-            )
-        for name, m in self.models.items():
-            load_model_weights(m, ckpt, name, src)
-
     def _load_training_state(self, ckpt: dict) -> None:
         src = str(self.resume_path)
-        if ckpt.get("stage") not in (None, self.cfg.train.stage):
-            raise InputError(
-                f"checkpoint {src} was saved in stage '{ckpt.get('stage')}' but this run is stage "
-                f"'{self.cfg.train.stage}'; to start a new stage from it use train.init_flow / train.init_depth"
-            )
-        try:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-        except (KeyError, ValueError, RuntimeError) as exc:
-            raise InputError(f"checkpoint {src}: optimiser state does not fit this run ({exc})") from None
-        if ckpt.get("scheduler") is not None:
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-        if self.scaler.is_enabled() and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
+        load_optimisation_state(ckpt, src, self.cfg.train.stage, self.optimizer, self.scheduler, self.scaler)
         self.step = int(ckpt["step"])
-        self.epoch = int(ckpt.get("epoch", 0))
-        self.batch_in_epoch = int(ckpt.get("batch_in_epoch", 0))
         stats = ckpt.get("stats", {})
         self.skipped_total = int(stats.get("skipped_steps", 0))
         self.consecutive_skips = int(stats.get("consecutive_skips", 0))
@@ -515,46 +255,16 @@ class Trainer:
             log.warning("checkpoint %s has RNG states for %d process(es), this run has %d: reseeding",
                         src, len(rng), self.info.world_size)
             seed_everything(self.cfg.train.seed + 1_000_003 * self.info.rank + self.step)
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", src, self.step, self.epoch, self.batch_in_epoch)
-
-    def _build_data(self) -> None:
-        cfg = self.cfg
-        dataset = self.task.build_dataset("train")
-        try:
-            n = len(dataset)
-        except TypeError:
-            raise TypeError("task.build_dataset() must return a map-style dataset with __len__") from None
-        where = f" (data.dataset={cfg.data.dataset}, data.root={cfg.data.root or '<unset>'})"
-        if n == 0:
-            raise InputError(f"the training dataset is empty{where}: check data.root and data.sequences")
-        self.dataset = dataset
-        sampler = DistributedSampler(dataset, num_replicas=self.info.world_size, rank=self.info.rank,
-                                     shuffle=True, seed=cfg.train.seed, drop_last=False)
-        self.batch_sampler = _ResumableBatchSampler(sampler, cfg.data.batch_size, cfg.train.seed)
-        if self.batch_sampler.batches_per_epoch == 0:
-            raise InputError(
-                f"the training dataset has {n} samples, fewer than data.batch_size={cfg.data.batch_size}"
-                f" x {self.info.world_size} process(es){where}; lower data.batch_size"
-            )
-        workers = cfg.data.num_workers
-        self.loader = DataLoader(
-            _SeededDataset(dataset),
-            batch_sampler=self.batch_sampler,
-            num_workers=workers,
-            collate_fn=getattr(self.task, "collate", None) or default_collate,
-            pin_memory=cfg.data.pin_memory and self.device.type == "cuda",
-            persistent_workers=workers > 0,
-            worker_init_fn=_worker_init if workers > 0 else None,
-            generator=torch.Generator().manual_seed(cfg.train.seed),  # keeps the global RNG untouched
-        )
+        log.info("resumed from %s at step %d (epoch %s, batch %s)", src, self.step, ckpt.get("epoch", 0),
+                 ckpt.get("batch_in_epoch", 0))
 
     # ---------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict:
         """Everything a checkpoint holds (see ``trianflow.training.checkpoint``), this rank's RNG only."""
         return {
             "step": self.step,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
+            "epoch": self.data.epoch,
+            "batch_in_epoch": self.data.batch_in_epoch,
             "models": {k: m.state_dict() for k, m in self.models.items()},
             "arch": {k: model_arch(m) for k, m in self.models.items()},
             "optimizer": self.optimizer.state_dict(),
@@ -588,20 +298,6 @@ class Trainer:
         log.warning("received %s: finishing this step, saving a checkpoint, then stopping",
                     signal.Signals(signum).name)
 
-    @contextlib.contextmanager
-    def _signal_handlers(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-        for s in old:
-            signal.signal(s, self._on_signal)
-        try:
-            yield
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-
     def request_stop(self) -> None:
         """Ask the loop to stop after the current step (a checkpoint is written)."""
         self._stop_requested = True
@@ -617,24 +313,6 @@ class Trainer:
         self.wrapped = {k: D.unwrap(m) for k, m in self.wrapped.items()}
         gc.collect()
 
-    # ---------------------------------------------------------------- tensorboard
-    def _open_writer(self):
-        if not self.info.is_main:
-            return None
-        tb = self._open_tensorboard()
-        if self.viz_writer is None:
-            return tb
-        return _TeeWriter([w for w in (tb, self.viz_writer) if w is not None])
-
-    def _open_tensorboard(self):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as exc:
-            log.warning("tensorboard is not installed (%s): no event files will be written; "
-                        "pip install tensorboard", exc)
-            return None
-        return SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step if self.step > 0 else None)
-
     # ---------------------------------------------------------------- one step
     def _train_step(self, batch) -> tuple[StepOutput, bool, float]:
         cfg = self.cfg
@@ -644,14 +322,8 @@ class Trainer:
         ctx = StepContext(step=self.step, stage=cfg.train.stage, device=self.device, models=self.wrapped,
                           want_images=want_images, autocast=self.autocast, amp_dtype=self.amp_dtype)
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.task.step(batch, ctx)
-        if not isinstance(out, StepOutput):
-            raise TypeError(f"task.step() must return a StepOutput, got {type(out).__name__}")
+        out = checked_output(self.task.step(batch, ctx), batch)
         loss = out.loss
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise TypeError("StepOutput.loss must be a scalar tensor")
-        if out.num_images is None:
-            out.num_images = _batch_size_of(batch)
         loss_bad = not bool(torch.isfinite(loss.detach()).item())
         flags = torch.tensor([float(loss_bad), float(self._stop_requested)], device=self.device)
         if self.info.distributed:
@@ -698,67 +370,43 @@ class Trainer:
         if self._pending_rng is not None:
             restore_rng_state(self._pending_rng)
             self._pending_rng = None
-        writer = self._open_writer()
-        bar = None
-        if self.progress and self.info.is_main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, initial=self.step, desc=f"train {self.task_name}/{cfg.train.stage}",
-                       dynamic_ncols=True, disable=None)
+        record = RunLog(self.out_dir, self.step, total, f"train {self.task_name}/{cfg.train.stage}",
+                        self.info.is_main, self.progress, self.device, self.info.world_size, self.viz_writer)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         start_step = self.step
         self._last_saved_step = self.step if start_step > 0 else -1
         t_start = time.perf_counter()
-        win = {"t": t_start, "images": 0, "n": 0, "loss": 0.0, "terms": {}, "grad_norm": 0.0}
+        win = LogWindow()
         last_log: dict = {}
         interrupted = False
         try:
-            with self._signal_handlers():
+            with _signals_to(self._on_signal):
+                self.data.restart()
                 while self.step < total and not self._stop_requested:
-                    self.batch_sampler.epoch = self.epoch
-                    self.batch_sampler.skip = self.batch_in_epoch
-                    it = iter(self.loader)
-                    while self.step < total and not self._stop_requested:
-                        try:
-                            batch = next(it)
-                        except StopIteration:
-                            break
-                        out, ok, grad_norm = self._train_step(batch)
-                        self.step += 1
-                        self.batch_in_epoch += 1
-                        if self.batch_in_epoch >= self.batch_sampler.batches_per_epoch:
-                            self.epoch += 1
-                            self.batch_in_epoch = 0
-                        win["images"] += out.num_images
-                        if ok:
-                            self.consecutive_skips = 0
-                            win["n"] += 1
-                            win["loss"] += float(out.loss.detach())
-                            win["grad_norm"] += grad_norm
-                            for k, v in out.terms.items():
-                                win["terms"][k] = win["terms"].get(k, 0.0) + float(v)
-                        else:
-                            self._record_skip(out, self.step - 1)
-                        if out.images and writer is not None:
-                            self._write_images(writer, out.images)
-                        if self.step % cfg.train.log_every == 0 or self.step == total:
-                            last_log = self._log(writer, bar, win)
-                            win = {"t": time.perf_counter(), "images": 0, "n": 0, "loss": 0.0, "terms": {},
-                                   "grad_norm": 0.0}
-                        if bar is not None:
-                            bar.update(1)
-                        if cfg.train.ckpt_every > 0 and self.step % cfg.train.ckpt_every == 0:
-                            self.save_checkpoint()
+                    out, ok, grad_norm = self._train_step(self.data.next_batch())
+                    self.step += 1
+                    self.data.advance()
+                    win.add(out, ok, grad_norm)
+                    if ok:
+                        self.consecutive_skips = 0
+                    else:
+                        self._record_skip(out, self.step - 1)
+                    record.images(out.images, self.step)
+                    if self.step % cfg.train.log_every == 0 or self.step == total:
+                        amp_scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
+                        last_log = record.write(self.step, win, self.optimizer.param_groups[0]["lr"],
+                                                self.skipped_total, amp_scale)
+                        win = LogWindow()
+                    record.advance()
+                    if cfg.train.ckpt_every > 0 and self.step % cfg.train.ckpt_every == 0:
+                        self.save_checkpoint()
                 interrupted = self._stop_requested and self.step < total
                 if self._last_saved_step != self.step:
                     self.save_checkpoint()
                 D.barrier()
         finally:
-            if bar is not None:
-                bar.close()
-            if writer is not None:
-                writer.close()
+            record.close()
         elapsed = time.perf_counter() - t_start
         steps_run = self.step - start_step
         bs = cfg.data.batch_size * self.info.world_size
@@ -771,7 +419,7 @@ class Trainer:
             "terms": last_log.get("terms", {}),
             "images_per_s": (steps_run * bs / elapsed) if elapsed > 0 else None,
             "elapsed_s": elapsed,
-            "peak_mem_mb": _peak_memory_mb(self.device),
+            "peak_mem_mb": peak_memory_mb(self.device),
             "device": str(self.device),
             "world_size": self.info.world_size,
             "checkpoint": str(self.ckpts.last),
@@ -793,46 +441,6 @@ class Trainer:
                 f"non-finite loss or gradient; lower optim.lr, set optim.grad_clip, or use train.amp=off, "
                 f"and resume from {self.ckpts.last}"
             )
-
-    def _log(self, writer, bar, win) -> dict:
-        now = time.perf_counter()
-        dt = max(now - win["t"], 1e-9)
-        n = max(win["n"], 1)
-        entry = {
-            "loss": win["loss"] / n if win["n"] else float("nan"),
-            "terms": {k: v / n for k, v in win["terms"].items()},
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "grad_norm": win["grad_norm"] / n if win["n"] else float("nan"),
-            "images_per_s": win["images"] * self.info.world_size / dt,
-            "peak_mem_mb": _peak_memory_mb(self.device),
-            "skipped_steps": self.skipped_total,
-        }
-        if writer is not None:
-            s = self.step
-            writer.add_scalar("loss/total", entry["loss"], s)
-            for k, v in entry["terms"].items():
-                writer.add_scalar(f"loss/{k}", v, s)
-            for k in ("lr", "grad_norm", "images_per_s", "peak_mem_mb", "skipped_steps"):
-                writer.add_scalar(f"train/{k}", entry[k], s)
-            if self.scaler.is_enabled():
-                writer.add_scalar("train/amp_scale", self.scaler.get_scale(), s)
-            writer.flush()
-        if bar is not None:
-            bar.set_postfix(loss=f"{entry['loss']:.4g}", ips=f"{entry['images_per_s']:.1f}")
-        log.info("step %d loss %.5g lr %.3g %.1f img/s peak %.0f MB skipped %d", self.step, entry["loss"],
-                 entry["lr"], entry["images_per_s"], entry["peak_mem_mb"], self.skipped_total)
-        if self.info.is_main:  # a plain-text record for runs without a terminal (nohup, batch jobs)
-            line = json.dumps({"step": self.step, "time": round(time.time(), 1), **entry}, default=float)
-            with open(self.out_dir / "log.jsonl", "a") as fh:
-                fh.write(line + "\n")
-        return entry
-
-    def _write_images(self, writer, images: dict) -> None:
-        for name, t in images.items():
-            try:
-                writer.add_image(f"images/{name}", to_display(t), self.step)
-            except ValueError as exc:
-                log.warning("image '%s' not logged: %s", name, exc)
 
     # ---------------------------------------------------------------- convenience
     @classmethod
