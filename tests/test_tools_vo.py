@@ -1,5 +1,5 @@
 """The VO measurement tools: ``tools/bench_rotation.py`` (rotation against ground truth and against
-pycolmap) and the pycolmap runner it shares with ``tools/bench_vo.py``."""
+pycolmap, whose runner lives in ``tools/benchlib.py`` beside the other helpers the tools share)."""
 
 from __future__ import annotations
 

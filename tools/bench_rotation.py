@@ -8,7 +8,8 @@ over sub-intervals of ``--step`` frames estimated by
 
 - ``trianflow``: ``trianflow vo`` as it runs with no option, over the whole sequence (one run), and
 - ``pycolmap``: SIFT + sequential matching + incremental mapping with the known intrinsics and
-  global bundle adjustment, run separately on each window (``tools/bench_vo.py``'s setting),
+  global bundle adjustment, run separately on each window (``tools/bench_vo.py``'s setting, from
+  ``tools/benchlib.py``),
 
 with the ground-truth rotation over the same interval. ``--self-calibrate`` adds a third estimate: pycolmap
 with a RADIAL camera whose focal length, principal point and distortion its bundle adjustments refine (does a
@@ -27,14 +28,14 @@ Usage: python tools/bench_rotation.py SEQUENCE [--windows 50:130,200:300] [--ste
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/: the shared helpers
+
+import benchlib  # noqa: E402
 
 
 def _rotvec_deg(R: np.ndarray) -> list:
@@ -93,34 +94,28 @@ def main(argv=None):
     ap.add_argument("--run", help="RUN_DIR of an earlier `trianflow vo` of this sequence (its poses.txt)")
     args = ap.parse_args(argv)
 
-    from bench_vo import pycolmap_poses
-
-    from trianflow.data import open_sequence
     from trianflow.io.trajectory import read_trajectory
-    from trianflow.odometry import VOConfig, run_vo
 
-    seq = open_sequence(args.sequence)
+    seq = benchlib.load_sequence(args.sequence)
     if seq.gt_poses is None:
         raise SystemExit(f"{args.sequence}: no ground-truth poses")
     gt = np.asarray(seq.gt_poses, dtype=np.float64)
     windows = parse_windows(args.windows, len(seq))
-    t0 = time.perf_counter()
     if args.run:
         ours = read_trajectory(Path(args.run) / "poses.txt", fmt="kitti")[1]
         if len(ours) != len(seq):
             raise SystemExit(f"{args.run}: {len(ours)} poses for {len(seq)} frames")
         vo_seconds = None
     else:
-        ours = run_vo(seq, VOConfig(), keep_points=False).poses
-        vo_seconds = time.perf_counter() - t0
+        ours, vo_seconds = benchlib.run_default_vo(seq)
     out = {"sequence": str(args.sequence), "frames": len(seq), "step": args.step, "trianflow_seconds": vo_seconds,
            "windows": []}
     for a, b in windows:
-        colmap, seconds, _ = pycolmap_poses(seq, range(a, b + 1))
+        colmap, seconds, _ = benchlib.pycolmap_poses(seq, range(a, b + 1))
         w = compare_window(gt, ours, colmap, a, b, args.step)
         w.update(pycolmap_seconds=seconds, pycolmap_registered=len(colmap))
         if args.self_calibrate:
-            cal, _, params = pycolmap_poses(seq, range(a, b + 1), self_calibrate=True)
+            cal, _, params = benchlib.pycolmap_poses(seq, range(a, b + 1), self_calibrate=True)
             ivs = compare_window(gt, ours, cal, a, b, args.step)["intervals"]
             w["self_calibrated"] = {"camera_params": params, "registered": len(cal), "intervals": [
                 {"first": iv["first"], "last": iv["last"], "vs_gt": iv["pycolmap_vs_gt"],
@@ -130,7 +125,7 @@ def main(argv=None):
     if sub:
         for key in ("ours_vs_gt", "pycolmap_vs_gt", "ours_vs_pycolmap"):
             out[f"mean_{key}"] = float(np.mean([iv[key] for iv in sub]))
-    print(json.dumps(out))
+    benchlib.print_json(out)
 
 
 if __name__ == "__main__":

@@ -19,51 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/: the shared helpers
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SEQ = ROOT.parent / "shared" / "data" / "kitti_odom_straight"
-
-REPLAYS = {
-    "1x": lambda n: list(range(n)),
-    "2x": lambda n: list(range(0, n, 2)),
-    "3x": lambda n: list(range(0, n, 3)),
-    "rev": lambda n: list(range(n - 1, -1, -1)),
-    "rev_3x": lambda n: list(range(n - 1, -1, -3)),
-    "hold_3": lambda n: sorted(list(range(n // 3)) * 3),
-}
-
-
-def _ate_pct(poses, gt) -> float:
-    from trianflow.errors import InputError
-    from trianflow.evaluation.trajectory import evaluate_trajectory
-
-    try:
-        m = evaluate_trajectory(poses, gt, align="sim3")
-    except InputError:  # e.g. a perfectly straight ground truth cannot be Sim3-aligned
-        return float("nan")
-    return 100.0 * m.ape_rmse / m.path_length
-
-
-def write_replay(src: Path, idx: list, out: Path) -> Path:
-    """A KITTI-odometry folder with the frames ``idx`` of ``src`` (left camera, calib, GT relative
-    to the first of them)."""
-    from trianflow.data.kitti_odometry import read_kitti_poses
-
-    gt = read_kitti_poses(src / "poses.txt")
-    (out / "image_0").mkdir(parents=True)
-    image_dir = src / "image_0" if (src / "image_0").is_dir() else src / "image_2"
-    for j, i in enumerate(idx):
-        shutil.copy(image_dir / f"{i:06d}.png", out / "image_0" / f"{j:06d}.png")
-    shutil.copy(src / "calib.txt", out / "calib.txt")
-    P = np.linalg.inv(gt[idx[0]]) @ gt[idx]
-    (out / "poses.txt").write_text("".join(" ".join(repr(float(v)) for v in p[:3].ravel()) + "\n" for p in P))
-    return out
+import benchlib  # noqa: E402
 
 
 def replay(src: Path, presets: list) -> dict:
@@ -73,12 +35,12 @@ def replay(src: Path, presets: list) -> dict:
     n = len(open_sequence(src))
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, make in REPLAYS.items():
-            seq = open_sequence(write_replay(src, make(n), Path(tmp) / name))
+        for name, make in benchlib.REPLAYS.items():
+            seq = open_sequence(benchlib.write_replay(src, make(n), Path(tmp) / name))
             out[name] = {}
             for preset in presets:
                 res = run_vo(seq, VOConfig(dis_preset=preset))
-                out[name][preset] = {"ate_pct": round(_ate_pct(res.poses, seq.gt_poses), 4),
+                out[name][preset] = {"ate_pct": round(benchlib.ate_pct(res.poses, seq.gt_poses), 4),
                                      "fps": round(res.timings["fps"], 2), "status": res.status_counts()}
             print(name, json.dumps(out[name]), file=sys.stderr, flush=True)
     return out
@@ -95,7 +57,8 @@ def slow(steps: list, seeds: list) -> dict:
             row = {}
             for name, hold in (("pairwise", 0), ("held", VOConfig().max_ref_hold)):
                 res = run_vo(seq, VOConfig(max_ref_hold=hold))
-                row[name] = {"ate_pct": round(_ate_pct(res.poses, seq.gt_poses), 4), "status": res.status_counts()}
+                row[name] = {"ate_pct": round(benchlib.ate_pct(res.poses, seq.gt_poses), 4),
+                             "status": res.status_counts()}
             out[f"step{step}_seed{seed}"] = row
             print(step, seed, json.dumps(row), file=sys.stderr, flush=True)
     return out
@@ -103,7 +66,8 @@ def slow(steps: list, seeds: list) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("sequence", nargs="?", default=str(DEFAULT_SEQ), help="KITTI odometry folder with poses.txt")
+    ap.add_argument("sequence", nargs="?", default=str(benchlib.DEFAULT_SEQ),
+                    help="KITTI odometry folder with poses.txt")
     ap.add_argument("--experiment", default="replay,slow")
     ap.add_argument("--presets", default="fast,balanced", help="DIS presets compared in the replay experiment")
     ap.add_argument("--steps", default="0.3,0.1,0.05", help="metres per frame in the slow experiment")
@@ -122,7 +86,7 @@ def main(argv=None) -> int:
         else:
             print(f"error: unknown experiment {exp!r}: use replay or slow", file=sys.stderr)
             return 2
-    print(json.dumps(result))
+    benchlib.print_json(result)
     return 0
 
 
