@@ -4,7 +4,7 @@
     python pipelines/evaluate_vo.py --smoke          # 12 frames of ../shared/data/kitti_odom_straight
 
 Each SEQ is anything :func:`trianflow.data.open_sequence` reads (a KITTI odometry sequence folder,
-TUM, ...) and must carry ground-truth poses. VO is :func:`trianflow.odometry.run_vo` (DIS flow,
+TUM, ...) and must carry ground-truth poses. VO is :func:`trianflow.vo.run_vo` (DIS flow,
 or a trained FlowNet with ``--flow``); the errors are the KITTI drift t_err (%) / r_err (deg per
 100 m) and the ATE (m, Sim3-aligned for monocular runs), written as ``results.md`` and
 ``results.json`` in ``--out`` (:mod:`trianflow.evaluation.summary`).
@@ -20,7 +20,7 @@ import torch
 
 from trianflow.data import open_sequence
 from trianflow.evaluation.summary import results_markdown, vo_errors, write_results
-from trianflow.odometry import VOConfig, run_vo
+from trianflow.vo import VOConfig, run_vo
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

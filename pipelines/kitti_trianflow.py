@@ -10,7 +10,7 @@
 2. evaluate the joint DepthNet on the left images of a KITTI stereo folder with ground-truth disparity
    (Eigen metrics, Garg crop, 80 m cap, median scaling:
    :func:`trianflow.evaluation.summary.evaluate_depth_predictions`);
-3. run VO (:func:`trianflow.odometry.run_vo`, the joint FlowNet as flow, its DepthNet for the scale) on
+3. run VO (:func:`trianflow.vo.run_vo`, the joint FlowNet as flow, its DepthNet for the scale) on
    every test sequence and measure t_err / r_err / ATE against the ground truth;
 4. write one table (``<out>/results.md`` and ``results.json``).
 """
@@ -29,7 +29,7 @@ from trianflow.data.stereo_pairs import KittiStereoDataset, kitti_stereo_year
 from trianflow.evaluation.summary import (evaluate_depth_predictions, results_markdown, sample_rgb, vo_errors,
                                          write_results)
 from trianflow.inference import load_depth_fn, load_flow_fn
-from trianflow.odometry import VOConfig, run_vo
+from trianflow.vo import VOConfig, run_vo
 from trianflow.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]

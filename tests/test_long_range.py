@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from trianflow.evaluation.trajectory import evaluate_trajectory
-from trianflow.odometry import VOConfig, run_vo
+from trianflow.vo import VOConfig, run_vo
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 KITTI = DATA / "kitti_odom_straight"
@@ -75,14 +75,15 @@ def test_camera_height_with_pair_by_pair_vo(street):
 
 
 def test_no_ground_keeps_the_chained_scale_with_a_warning():
-    from trianflow.odometry import _apply_ground_scale, FrameInfo
+    from trianflow.vo import FrameInfo
+    from trianflow.vo.ground import apply_ground_scale
     from trianflow.geometry.ground import GroundPlane
 
     poses = np.tile(np.eye(4), (3, 1, 1))
     poses[:, 2, 3] = [0, 1, 2]
     frames = [FrameInfo(i, 0.1 * i, "ok") for i in range(3)]
     none = GroundPlane(False, np.full(3, np.nan), float("nan"), reason="no points")
-    out, summary = _apply_ground_scale(poses, [(0, none, None, 0), (2, none, 1.0, 1)], frames, VOConfig(camera_height=1.65), None,
+    out, summary = apply_ground_scale(poses, [(0, none, None, 0), (2, none, 1.0, 1)], frames, VOConfig(camera_height=1.65), None,
                                        None, warns := [])
     assert np.allclose(out, poses) and summary["planes_found"] == 0
     assert warns and "no ground plane" in warns[0] and "not metric" in warns[0]
@@ -91,7 +92,7 @@ def test_no_ground_keeps_the_chained_scale_with_a_warning():
 
 def test_bad_camera_height_is_refused():
     from trianflow.errors import InputError
-    from trianflow.odometry import VisualOdometry
+    from trianflow.vo import VisualOdometry
 
     for h in (0.0, -1.0, float("nan")):
         with pytest.raises(InputError, match="camera height"):

@@ -8,7 +8,7 @@ import pytest
 from trianflow.data import open_sequence
 from trianflow.evaluation.relative import relative_pose_errors
 from trianflow.evaluation.trajectory import evaluate_trajectory
-from trianflow.odometry import VOConfig, resolve_dis_preset, run_vo
+from trianflow.vo import VOConfig, resolve_dis_preset, run_vo
 
 KITTI = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti_odom_straight"
 needs_kitti = pytest.mark.skipif(not KITTI.is_dir(), reason=f"real KITTI snippet not found at {KITTI}")
@@ -125,7 +125,7 @@ def test_vo_real_kitti_stereo_is_metric():
 def test_pose_power_splits_and_repeats_a_motion():
     import cv2
 
-    from trianflow.odometry import _pose_power
+    from trianflow.vo.fallback import pose_power as _pose_power
 
     rel = np.eye(4)
     rel[:3, :3] = cv2.Rodrigues(np.array([0.0, 0.06, 0.0]))[0]

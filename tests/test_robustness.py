@@ -12,7 +12,7 @@ import pytest
 
 from trianflow.data import open_sequence
 from trianflow.evaluation.trajectory import evaluate_trajectory
-from trianflow.odometry import VOConfig, run_vo
+from trianflow.vo import VOConfig, run_vo
 
 KITTI = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti_odom_straight"
 pytestmark = pytest.mark.skipif(not KITTI.is_dir(), reason=f"real KITTI snippet not found at {KITTI}")

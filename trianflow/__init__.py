@@ -32,8 +32,8 @@ _API = {
     "intrinsics_from_fov": "trianflow.api",
     "save_run": "trianflow.api",
     "load_run": "trianflow.api",
-    "VOConfig": "trianflow.odometry",
-    "VOResult": "trianflow.odometry",
+    "VOConfig": "trianflow.vo",
+    "VOResult": "trianflow.vo",
     "FrameSequence": "trianflow.data.sequence",
 }
 

@@ -104,7 +104,7 @@ def open_sequence(path: PathLike, intrinsics: Union[str, Sequence[float], np.nda
 
 
 def _config(config: Any, overrides: dict):
-    from trianflow.odometry import VOConfig
+    from trianflow.vo import VOConfig
 
     if config is None:
         cfg = VOConfig()
@@ -147,7 +147,7 @@ def run_vo(sequence, config=None, *, flow: Union[PathLike, Callable, None] = Non
     Args:
         sequence: a :class:`~trianflow.data.FrameSequence` (from :func:`open_sequence`) or a path
             (opened with :func:`open_sequence` and no options).
-        config: a :class:`~trianflow.odometry.VOConfig`, a dict of its fields, or None (the
+        config: a :class:`~trianflow.vo.VOConfig`, a dict of its fields, or None (the
             defaults: keyframes + bundle adjustment). ``**options`` override single fields,
             e.g. ``run_vo(seq, refine="none")``.
         flow: a FlowNet checkpoint path or a callable ``(img1, img2) -> (fwd, bwd)`` flows
@@ -159,13 +159,13 @@ def run_vo(sequence, config=None, *, flow: Union[PathLike, Callable, None] = Non
             every frame (e.g. a :class:`trianflow.viz.rerun_log.VORecorder`).
 
     Returns:
-        :class:`~trianflow.odometry.VOResult`: ``poses (N,4,4)`` camera-to-world (first =
+        :class:`~trianflow.vo.VOResult`: ``poses (N,4,4)`` camera-to-world (first =
         identity), ``frames`` (per-frame status), ``K``, ``timings``, ``points``, ``mapping``.
 
     Raises:
         InputError: unknown or invalid options, unreadable sequence, too few frames, ...
     """
-    from trianflow.odometry import run_vo as _run_vo
+    from trianflow.vo import run_vo as _run_vo
 
     cfg = _config(config, options)
     seq = open_sequence(sequence) if isinstance(sequence, (str, os.PathLike)) else sequence
@@ -184,7 +184,7 @@ def evaluate_trajectory(estimate, ground_truth, align: str = "sim3", **kwargs):
     """APE / RPE (evo) and the KITTI drift of an estimate against ground truth.
 
     Args:
-        estimate: a :class:`~trianflow.odometry.VOResult`, an ``(N,4,4)`` camera-to-world array, a
+        estimate: a :class:`~trianflow.vo.VOResult`, an ``(N,4,4)`` camera-to-world array, a
             KITTI/TUM file or a run directory.
         ground_truth: ``(M,4,4)`` array (the first N poses are used for an array estimate), a
             KITTI/TUM file, or a :class:`~trianflow.data.FrameSequence` with ``gt_poses``.
@@ -293,7 +293,7 @@ def _check_file(path, what: str) -> None:
 
 
 def save_run(run_dir: PathLike, result, sequence, extra: Optional[dict] = None) -> Path:
-    """Write a :class:`~trianflow.odometry.VOResult` as a run directory (what ``trianflow vo`` writes)."""
+    """Write a :class:`~trianflow.vo.VOResult` as a run directory (what ``trianflow vo`` writes)."""
     from trianflow.run_dir import save_run as _save
 
     return _save(run_dir, result, sequence, extra=extra)

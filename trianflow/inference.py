@@ -11,7 +11,7 @@ Public API:
 
 - :func:`resolve_device`, :func:`load_flownet`, :func:`load_depthnet` (model + working size);
 - :func:`load_flow_fn` -> ``flow_fn(img1, img2) -> (fwd, bwd)`` and :func:`load_depth_fn` ->
-  ``depth_fn(img) -> depth``, the callables :func:`trianflow.odometry.run_vo` takes (numpy in,
+  ``depth_fn(img) -> depth``, the callables :func:`trianflow.vo.run_vo` takes (numpy in,
   numpy out);
 - :func:`predict_flow`, :func:`predict_depth` (torch, batched);
 - files: :func:`write_flo` / :func:`read_flo` (Middlebury ``.flo``), :func:`write_flow_outputs`

@@ -78,7 +78,7 @@ class RunData:
 
 
 def save_run(run_dir, result, seq, extra: Optional[dict] = None) -> Path:
-    """Write a :class:`~trianflow.odometry.VOResult` of sequence ``seq`` to ``run_dir``."""
+    """Write a :class:`~trianflow.vo.VOResult` of sequence ``seq`` to ``run_dir``."""
     from trianflow import __version__
 
     run_dir = Path(run_dir)

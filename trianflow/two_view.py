@@ -1,6 +1,6 @@
 """Relative pose of two images: flow -> correspondences -> essential matrix -> [R|t] -> points.
 
-The same path as one step of the VO loop (:mod:`trianflow.odometry`), for a single pair.
+The same path as one step of the VO loop (:mod:`trianflow.vo`), for a single pair.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def estimate_two_view(img1: np.ndarray, img2: np.ndarray, K: np.ndarray, flow_fn
     ``flow_fn(img1, img2) -> (fwd, bwd)`` defaults to OpenCV DIS (preset chosen by image size).
     """
     from trianflow.flow_backends import DISFlow
-    from trianflow.odometry import resolve_dis_preset
+    from trianflow.vo import resolve_dis_preset
 
     h, w = img1.shape[:2]
     # one pair, no bundle adjustment behind it: the denser "balanced" patches on wide frames

@@ -170,7 +170,7 @@ def synthetic():
 
 def test_refine_ba_on_synthetic_sequence_lowers_the_error(synthetic):
     from trianflow.evaluation.trajectory import evaluate_trajectory
-    from trianflow.odometry import VOConfig, run_vo
+    from trianflow.vo import VOConfig, run_vo
 
     plain = run_vo(synthetic, VOConfig(refine="none"), keep_points=False)
     ba = run_vo(synthetic, VOConfig(refine="ba"), keep_points=False)

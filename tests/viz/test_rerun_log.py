@@ -110,7 +110,7 @@ def test_viz_spawn_without_display_is_an_error(syn_folder, tmp_path, capsys, mon
 
 
 def test_status_codes_follow_the_vo_statuses():
-    from trianflow.odometry import STATUSES
+    from trianflow.vo import STATUSES
     from trianflow.viz.rerun_log import _STATUS_CODES
 
     assert tuple(STATUSES) == _STATUS_CODES

@@ -31,7 +31,7 @@ def run(args) -> int:
     from trianflow.evaluation.relative import relative_pose_errors
     from trianflow.evaluation.trajectory import evaluate_trajectory
     from trianflow.io.atomic import write_text
-    from trianflow.odometry import VOConfig, run_vo
+    from trianflow.vo import VOConfig, run_vo
     from trianflow.run_dir import save_run
     from trianflow.viz.plots import plot_trajectory_report
 

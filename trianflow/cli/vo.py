@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from trianflow.data import open_sequence
-    from trianflow.odometry import VOConfig, run_vo
+    from trianflow.vo import VOConfig, run_vo
     from trianflow.run_dir import save_run
 
     viz_mode = None

@@ -18,13 +18,13 @@ per input frame; timeline ``time``: the frame's timestamp in seconds):
   most ``max_map_points``; the final map at the end); ``world/keyframes``:
   the keyframe camera centres.
 - ``status/*`` (``matches``, ``inliers``, ``triangulated``, ``shared``, ``scale``, ``code``: the
-  status as its position in ``trianflow.odometry.STATUSES``) and ``timings/frame_ms`` as time
+  status as its position in ``trianflow.vo.STATUSES``) and ``timings/frame_ms`` as time
   series; ``status/log``: the per-frame status as a text log (warning level for ``pnp`` /
   ``const_vel`` / ``unreadable``).
 - ``depth``: the DepthNet output (``DepthImage``) when the VO runs with a depth network.
 
 The same recording is built live from the VO loop (:class:`VORecorder` as the ``observer`` of
-:func:`trianflow.odometry.run_vo`) or afterwards from a run directory (:func:`record_run_dir`).
+:func:`trianflow.vo.run_vo`) or afterwards from a run directory (:func:`record_run_dir`).
 :func:`read_recording` reads an ``.rrd`` back with Rerun's own chunk reader (tests, checks).
 """
 
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install trianflow[viz]"
 _WARN_STATUSES = ("pnp", "const_vel", "unreadable")
 # the per-frame status as a number for its time series (``status/code``), in the order of
-# trianflow.odometry.STATUSES
+# trianflow.vo.STATUSES
 _STATUS_CODES = ("first", "ok", "ok_const_scale", "static", "rotation", "pnp", "const_vel", "unreadable")
 
 
@@ -163,7 +163,7 @@ def _close_stream(rec, tmp, path, keep: bool) -> None:
 class VORecorder:
     """Writes a VO run into a Rerun recording, frame by frame.
 
-    Use it as the ``observer`` of :func:`trianflow.odometry.run_vo` (``recorder(i, image, pose,
+    Use it as the ``observer`` of :func:`trianflow.vo.run_vo` (``recorder(i, image, pose,
     info, vo)``), or call :meth:`log_frame` with plain arrays (what :func:`record_run_dir` does).
     Call :meth:`finish` at the end (final trajectory and map, file closed and renamed into place).
 
@@ -244,7 +244,7 @@ class VORecorder:
 
     # -- per frame ----------------------------------------------------------------------------
     def __call__(self, index: int, image: Optional[np.ndarray], pose: np.ndarray, info, vo=None) -> None:
-        """Observer of :func:`~trianflow.odometry.run_vo`: log frame ``index`` from the VO state."""
+        """Observer of :func:`~trianflow.vo.run_vo`: log frame ``index`` from the VO state."""
         inliers = getattr(vo, "last_inliers", None) if info.status in ("ok", "ok_const_scale") else None
         points = None
         if vo is not None and info.status in ("ok", "ok_const_scale") and getattr(vo, "points", None):

@@ -1,0 +1,152 @@
+"""Running the VO over a whole sequence: :func:`run_vo` reads the frames, steps
+:class:`~trianflow.vo.tracker.VisualOdometry` through them, and finishes the run (the mapper's
+final poses, the ground scale, timings, the collected points) into a :class:`~trianflow.vo.VOResult`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, List, Optional
+
+import numpy as np
+import torch
+
+from trianflow.errors import InputError
+from trianflow.vo.config import VOConfig, VOResult
+from trianflow.vo.ground import apply_ground_scale
+from trianflow.vo.tracker import VisualOdometry
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run_vo"]
+
+
+def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, progress: Optional[Callable] = None,
+           keep_points: bool = True, should_stop: Optional[Callable[[], Optional[str]]] = None,
+           observer: Optional[Callable] = None):
+    """Run VO over a :class:`~trianflow.data.FrameSequence`.
+
+    Args:
+        seq: the frames (and K, timestamps, optional stereo).
+        config: :class:`VOConfig`.
+        progress: optional callable ``(FrameInfo) -> None`` called after each frame (the CLI
+            drives a tqdm bar with it).
+        keep_points: collect the triangulated points of every pair in world coordinates
+            (``VOResult.points``: dict of arrays ``frame``, ``xyz``, ``xy``, ``rgb``).
+        should_stop: optional callable checked before every frame; when it returns a reason
+            (e.g. ``"SIGTERM"``) the loop stops and the result covers the frames done so far,
+            finished as a complete run would be (bundle adjustment, ground scale), with
+            ``VOResult.interrupted`` set to that reason.
+        observer: optional callable ``(index, image (H,W,3) uint8 or None, pose_c2w (4,4), FrameInfo,
+            VisualOdometry) -> None`` called after ``progress`` for every frame (a live viewer reads
+            ``vo.last_inliers``, ``vo.new_points``, ``vo.mapper`` from it; it must not modify them).
+    Returns:
+        :class:`VOResult`.
+
+    A frame that cannot be read (corrupt or truncated file) is bridged like a black frame,
+    with status ``unreadable`` and a warning naming the file, unless ``config.skip_unreadable``
+    is False (then the :class:`~trianflow.errors.InputError` propagates).
+    """
+    cfg = config or VOConfig()
+    vo = VisualOdometry(seq.K, seq.size, cfg, flow_fn=flow_fn, baseline=seq.baseline if cfg.stereo else None,
+                        depth_fn=depth_fn, keep_points=keep_points)
+    poses, frames = [], []
+    warnings: List[str] = []
+    interrupted = None
+    if len(seq) == 0:
+        raise InputError("the sequence has no frames; visual odometry needs at least 2")
+    threads = torch.get_num_threads()
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
+    t_start = time.perf_counter()
+    t_read = 0.0
+    try:
+        for i in range(len(seq)):
+            if should_stop is not None:
+                interrupted = should_stop()
+                if interrupted:
+                    log.warning("stopped (%s) after %d of %d frames: writing what was done", interrupted, i, len(seq))
+                    break
+            t0 = time.perf_counter()
+            img, right = _read_frame(seq, i, cfg, warnings)
+            t_read += time.perf_counter() - t0
+            pose, info = vo.step(i, float(seq.timestamps[i]), img, right)
+            poses.append(pose)
+            for j, revised in vo.pop_corrections().items():
+                poses[j] = revised
+            frames.append(info)
+            if progress is not None:
+                progress(info)
+            if observer is not None:
+                observer(i, img, pose, info, vo)
+    finally:
+        torch.set_num_threads(threads)
+    n = len(poses)
+    if n == 0:
+        raise InputError(f"stopped ({interrupted}) before the first frame: nothing to write")
+    total = time.perf_counter() - t_start
+    n_pairs = max(n - 1, 1)
+    geom = vo.stage_seconds["geometry"] - vo.stage_seconds["select"]
+    timings = {
+        "flow_ms": 1000 * vo.stage_seconds["flow"] / n_pairs,
+        "select_ms": 1000 * vo.stage_seconds["select"] / n_pairs,
+        "geometry_ms": 1000 * geom / n_pairs,
+        "total_s": total,
+        "read_s": t_read,
+        "frames": n,
+        "fps": n / total if total > 0 else float("nan"),
+        "mean_frame_s": float(np.mean([f.seconds for f in frames[1:]])) if len(frames) > 1 else 0.0,
+    }
+    points = None
+    keys = ("frame", "xyz", "xy", "rgb", "xy2")
+    if keep_points and vo.points:
+        points = {k: np.concatenate([p[i] for p in vo.points]) for i, k in enumerate(keys)}
+    elif keep_points:
+        points = {"frame": np.zeros(0, np.int32), "xyz": np.zeros((0, 3), np.float32),
+                  "xy": np.zeros((0, 2), np.float32), "rgb": np.zeros((0, 3), np.uint8),
+                  "xy2": np.zeros((0, 2), np.float32)}
+    poses = _orthonormalize(np.stack(poses))  # exact rotations (the geometry runs partly in fp32)
+    K = np.asarray(seq.K)
+    mapping = None
+    t_fin = time.perf_counter()
+    if vo.mapper is not None:
+        vo.mapper.finish()
+        poses = _orthonormalize(vo.mapper.final_poses(poses))
+        mapping = {"summary": vo.mapper.summary(), "map": vo.mapper.map_points()}
+        K = vo.mapper.K.copy()
+        timings["ba_ms"] = 1000 * vo.mapper.ba_seconds / n_pairs
+    ground = None
+    fits = vo.ground.fits(vo.mapper)
+    if fits is not None:
+        poses, ground = apply_ground_scale(poses, fits, frames, cfg, points, mapping, warnings)
+    total += time.perf_counter() - t_fin
+    timings["total_s"] = total
+    timings["fps"] = n / total if total > 0 else float("nan")
+    return VOResult(poses=poses, timestamps=np.asarray(seq.timestamps[:n], dtype=np.float64), frames=frames,
+                    K=K, config=cfg, timings=timings, points=points, mapping=mapping, ground=ground,
+                    interrupted=interrupted, warnings=warnings)
+
+
+def _read_frame(seq, i: int, cfg: VOConfig, warnings: List[str]):
+    """Frame ``i`` (and its right image with stereo); ``(None, None)`` for an unreadable frame
+    when ``cfg.skip_unreadable`` (a warning naming the file is logged and collected)."""
+    try:
+        img = seq.read(i)
+        right = seq.read_right(i) if (cfg.stereo and seq.has_stereo) else None
+        return img, right
+    except InputError as exc:
+        if not cfg.skip_unreadable:
+            raise
+        msg = f"frame {i} skipped: {exc} (bridged like a black frame; use --strict to stop instead)"
+        log.warning(msg)
+        warnings.append(msg)
+        return None, None
+
+
+def _orthonormalize(poses: np.ndarray) -> np.ndarray:
+    """Project the rotation block of every pose ``(N,4,4)`` onto SO(3) (nearest rotation)."""
+    U, _, Vt = np.linalg.svd(poses[:, :3, :3])
+    d = np.sign(np.linalg.det(U @ Vt))
+    out = poses.copy()
+    out[:, :3, :3] = U @ (Vt * np.stack([np.ones_like(d), np.ones_like(d), d], 1)[:, :, None])
+    return out
