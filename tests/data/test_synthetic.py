@@ -232,3 +232,15 @@ def test_dataset_samples_and_flow_consistency():
     assert ds[1]["frame_id"].endswith("/2")
     with pytest.raises(IndexError):
         ds[2]
+
+
+def test_package_reexports_its_modules_public_names():
+    import trianflow.data.synthetic as synthetic
+    from trianflow.data.synthetic import dataset, render, scene, sequence, trajectory
+
+    for name in synthetic.__all__:
+        obj = getattr(synthetic, name)
+        homes = [m for m in (trajectory, scene, render, sequence, dataset) if getattr(m, name, None) is obj]
+        assert homes, name
+    assert synthetic.SyntheticDataset is dataset.SyntheticDataset
+    assert synthetic.render_views is render.render_views and synthetic.build_scene is scene.build_scene
