@@ -26,7 +26,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ["KeyframePolicy", "KeyframeSelector", "derotated_parallax", "NON_KEYFRAME_STATUSES"]
+__all__ = ["KeyframePolicy", "KeyframeSelector", "MapKeyframe", "derotated_parallax", "NON_KEYFRAME_STATUSES"]
 
 NON_KEYFRAME_STATUSES = ("static", "rotation", "const_vel")
 
@@ -40,6 +40,23 @@ class KeyframePolicy:
     min_track_ratio: float = 0.5
     max_interval: int = 8
     min_parallax_any_px: float = 2.0  # the inlier and interval rules need at least this parallax
+
+
+@dataclass
+class MapKeyframe:
+    """A keyframe of the local map (:class:`~trianflow.mapping.local_mapper.LocalMapper`).
+
+    Attributes:
+        frame: frame index.
+        obs_ids: ``(M,)`` int64 ids of the tracks observed here.
+        obs_xy: ``(M,2)`` float64 their pixels (centres at integers).
+        vo_rel: ``(4,4)`` the VO's relative pose previous keyframe -> this one (before adjustment).
+    """
+
+    frame: int
+    obs_ids: np.ndarray
+    obs_xy: np.ndarray
+    vo_rel: np.ndarray
 
 
 def derotated_parallax(xy_kf: np.ndarray, xy_cur: np.ndarray, K: np.ndarray, R_cur_from_kf: np.ndarray) -> np.ndarray:

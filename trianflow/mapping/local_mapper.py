@@ -12,6 +12,12 @@ chains its scale from the adjusted points, so one scale runs through the whole t
 Optionally (``final_ba``) all keyframes are adjusted together once after the last frame, and
 non-keyframe poses are re-attached to their keyframes (:meth:`LocalMapper.final_poses`).
 
+This module holds the mapper's state and its per-frame flow; the steps live beside it: one window
+adjustment in :mod:`trianflow.mapping.window_ba` (point selection, triangulation of new points, the
+solve, outlier bookkeeping; it returns an update that :meth:`LocalMapper._adjust` applies), the
+final per-frame poses in :mod:`trianflow.mapping.frame_poses`, and what the map gives out (points of a
+keyframe, the map with its observations, the summary) in :mod:`trianflow.mapping.map_export`.
+
 Cost on the 2-core CPU (KITTI, 1242x375, keyframes every ~4 frames): ~10-15 ms Lucas-Kanade (one or
 two pyramid levels cost the same) and ~5 ms corners per frame, ~45 ms per window adjustment (1200
 points, 28 keyframes).
@@ -25,10 +31,12 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from trianflow.mapping.bundle_adjustment import BAOptions, bundle_adjust
-from trianflow.mapping.keyframes import KeyframePolicy, KeyframeSelector
+from trianflow.mapping.bundle_adjustment import BAOptions
+from trianflow.mapping.frame_poses import interpolate_frame_poses
+from trianflow.mapping.keyframes import KeyframePolicy, KeyframeSelector, MapKeyframe
+from trianflow.mapping.map_export import export_map, keyframe_camera_points, mapper_summary
 from trianflow.mapping.tracks import FlowTracks, TrackObservations, corner_seeds
-from trianflow.mapping.triangulation import triangulate_tracks
+from trianflow.mapping.window_ba import adjust_window
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +76,7 @@ class MapperConfig:
     ba: BAOptions = field(default_factory=BAOptions)
 
 
-@dataclass
-class _Keyframe:
-    frame: int
-    obs_ids: np.ndarray  # (M,) track ids observed here
-    obs_xy: np.ndarray  # (M,2)
-    vo_rel: np.ndarray  # (4,4) VO relative pose previous keyframe -> this one (before adjustment)
+_Keyframe = MapKeyframe  # its name here before it moved to trianflow.mapping.keyframes
 
 
 class LocalMapper:
@@ -110,7 +113,7 @@ class LocalMapper:
         self.tracks = FlowTracks(self.size, max_fb_px=self.cfg.track_fb_px, cell_px=self.cfg.track_cell_px,
                                  lk_levels=self.cfg.track_lk_levels)
         self.selector = KeyframeSelector(self.K, self.cfg.keyframes)
-        self.keyframes: List[_Keyframe] = []
+        self.keyframes: List[MapKeyframe] = []
         self.kf_poses: Dict[int, np.ndarray] = {}  # frame -> (4,4) c2w, latest estimate
         self.kf_reason: Dict[int, str] = {}
         self.frame_ref: Dict[int, tuple] = {}  # frame -> (keyframe, rel (4,4) keyframe->frame from the VO)
@@ -175,7 +178,7 @@ class LocalMapper:
             if link < self.cfg.min_link:
                 self.segment_starts.append(len(self.keyframes))
                 log.info("keyframe %d shares %d tracks with keyframe %d: new segment", index, link, prev.frame)
-        self.keyframes.append(_Keyframe(index, obs.track, obs.xy, vo_rel))
+        self.keyframes.append(MapKeyframe(index, obs.track, obs.xy, vo_rel))
         self.bad[index] = np.zeros(len(obs.track), bool)
         self.kf_poses[index] = pose_c2w.copy()
         self.kf_reason[index] = reason
@@ -265,14 +268,10 @@ class LocalMapper:
         front = Xc[:, 2] > 1e-6
         return xy[front], Xc[front]
 
-    def _camera_points(self, kf: _Keyframe):
+    def _camera_points(self, kf: MapKeyframe):
         """The triangulated points keyframe ``kf`` observes (rejected observations left out):
         ``(xy (M,2) pixels, X (M,3) in its camera coordinates)``."""
-        good = ~self.bad[kf.frame]
-        X = self.xyz[kf.obs_ids[good]]
-        ok = np.isfinite(X).all(axis=1)
-        w2c = np.linalg.inv(self.kf_poses[kf.frame])
-        return kf.obs_xy[good][ok], X[ok] @ w2c[:3, :3].T + w2c[:3, 3]
+        return keyframe_camera_points(kf, self.bad[kf.frame], self.xyz, self.kf_poses[kf.frame])
 
     # -- internals --------------------------------------------------------------------------
     def _seed(self, seeds: np.ndarray) -> None:
@@ -308,205 +307,40 @@ class LocalMapper:
         self.rgb[obs.track[new]] = img[ij[:, 1], ij[:, 0], :3]
         self.has_rgb[obs.track[new]] = True
 
-    def _observations(self, kfs: List[_Keyframe]) -> TrackObservations:
-        parts = []
-        for kf in kfs:
-            good = ~self.bad[kf.frame]
-            parts.append(TrackObservations(kf.obs_ids[good], np.full(int(good.sum()), kf.frame, np.int64),
-                                           kf.obs_xy[good]))
-        return TrackObservations(np.concatenate([p.track for p in parts]), np.concatenate([p.frame for p in parts]),
-                                 np.concatenate([p.xy for p in parts]))
-
-    def _adjust(self, free: List[_Keyframe], fixed: List[_Keyframe], max_points: Optional[int],
+    def _adjust(self, free: List[MapKeyframe], fixed: List[MapKeyframe], max_points: Optional[int],
                 options: BAOptions) -> dict:
         """Adjust the poses of ``free`` keyframes and the points they see, ``fixed`` keyframes
-        held constant (at least two are: the oldest free ones are moved to ``fixed`` if needed)."""
-        cfg = self.cfg
-        free, fixed = list(free), list(fixed)
-        while len(fixed) < 2 and free:
-            fixed.append(free.pop(0))
-        stat = {"keyframe": self.keyframes[-1].frame, "free": [k.frame for k in free],
-                "fixed": [k.frame for k in fixed], "adjusted": False}
-        if not free:
-            stat["skipped"] = "window too small"
-            return stat
-        kfs = fixed + free
-        obs = self._observations(kfs)
-        free_frames = np.array([k.frame for k in free])
-        poses_w2c = {k.frame: np.linalg.inv(self.kf_poses[k.frame]) for k in kfs}
-        ids, inv, counts = np.unique(obs.track, return_inverse=True, return_counts=True)
-        in_free = np.zeros(len(ids), bool)
-        np.logical_or.at(in_free, inv, np.isin(obs.frame, free_frames))
-        keep_pt = (counts >= 2) & in_free
-        xyz = self.xyz[ids].copy()
-        need = keep_pt & ~np.isfinite(xyz).all(axis=1)
-        if need.any():  # new points: multi-view triangulation with the current poses
-            m = need[inv]
-            local = np.full(len(ids), -1)
-            local[need] = np.arange(int(need.sum()))
-            new_xyz, ok = triangulate_tracks(self.K, poses_w2c, local[inv[m]], obs.frame[m], obs.xy[m],
-                                             int(need.sum()), cfg.min_tri_angle_deg, cfg.max_reproj_px)
-            idx = np.flatnonzero(need)
-            xyz[idx[ok]] = new_xyz[ok]
-        keep_pt &= np.isfinite(xyz).all(axis=1)
-        if max_points is not None and keep_pt.sum() > max_points:  # longest tracks first, then oldest
-            cand = np.flatnonzero(keep_pt)
-            order = np.lexsort((ids[cand], -counts[cand]))
-            keep_pt[:] = False
-            keep_pt[cand[order[:max_points]]] = True
-        stat["points"] = int(keep_pt.sum())
-        if keep_pt.sum() < cfg.min_points:
-            stat["skipped"] = "too few points"
-            return stat
-        sel = keep_pt[inv]
-        local = np.full(len(ids), -1)
-        local[keep_pt] = np.arange(int(keep_pt.sum()))
-        o_pt, o_fr, o_xy = local[inv[sel]], obs.frame[sel], obs.xy[sel]
-        pts0 = xyz[keep_pt]
-        # keyframes that see too few of these points cannot be adjusted (nor hold anything)
-        seen = {k.frame: int((o_fr == k.frame).sum()) for k in kfs}
-        weak = {f for f, c in seen.items() if c < cfg.min_keyframe_observations}
-        if weak:
-            free = [k for k in free if k.frame not in weak]
-            fixed = [k for k in fixed if k.frame not in weak]
-            kfs = fixed + free
-            m = ~np.isin(o_fr, list(weak))
-            o_pt, o_fr, o_xy = o_pt[m], o_fr[m], o_xy[m]
-            stat["weak_keyframes"] = sorted(weak)
-            if not free or len(fixed) < 2:
-                stat["skipped"] = "keyframes see too few points"
-                return stat
-            # points left with a single observation carry no information
-            cnt = np.bincount(o_pt, minlength=len(pts0))
-            m = cnt[o_pt] >= 2
-            o_pt, o_fr, o_xy = o_pt[m], o_fr[m], o_xy[m]
-            poses_w2c = {k.frame: poses_w2c[k.frame] for k in kfs}
-        stat["observations"] = int(len(o_pt))
-        try:
-            res = bundle_adjust(self.K, self.size, poses_w2c, pts0, o_pt, o_fr, o_xy,
-                                constant_frames=[k.frame for k in fixed], options=options)
-        except Exception as exc:  # pycolmap/Ceres failure: keep the VO poses for this window
-            log.warning("bundle adjustment of keyframes %s failed: %s", stat["free"], exc)
-            stat["skipped"] = f"solver error: {exc}"
-            return stat
-        self.ba_seconds += res.seconds
-        stat.update(seconds=res.seconds, iterations=res.iterations, initial_cost=res.initial_cost,
-                    final_cost=res.final_cost)
-        # sanity: a usable solution that does not throw poses far away
-        centres0 = np.stack([self.kf_poses[k.frame][:3, 3] for k in kfs])
-        path = float(np.linalg.norm(np.diff(centres0, axis=0), axis=1).sum())
-        new_c2w = {k.frame: np.linalg.inv(res.poses_w2c[k.frame]) for k in free}
-        move = max(float(np.linalg.norm(new_c2w[k.frame][:3, 3] - self.kf_poses[k.frame][:3, 3])) for k in free)
-        finite = all(np.all(np.isfinite(T)) for T in new_c2w.values()) and np.all(np.isfinite(res.points))
-        if not res.usable or not finite or move > cfg.max_pose_change * max(path, 1e-9):
-            stat["skipped"] = "rejected result"
-            log.info("bundle adjustment of keyframes %s rejected (usable=%s, move %.3g, path %.3g)",
-                     stat["free"], res.usable, move, path)
-            return stat
-        stat["adjusted"] = True
-        for f, T in new_c2w.items():
-            self.kf_poses[f] = T
-        if options.refine_intrinsics:
-            self.K = res.K
-        # outliers: drop observations above max_reproj_px, and points left with < 2 observations
-        bad_obs = res.errors > cfg.max_reproj_px
-        stat["outliers"] = int(bad_obs.sum())
-        stat["mean_error_px"] = float(np.mean(res.errors[~bad_obs])) if (~bad_obs).any() else float("nan")
-        in_problem = np.bincount(o_pt, minlength=len(pts0)) > 0
-        pts_ok = np.bincount(o_pt[~bad_obs], minlength=len(pts0)) >= 2
-        gid = ids[keep_pt]
-        self.xyz[gid[in_problem & pts_ok]] = res.points[in_problem & pts_ok]
-        self.xyz[gid[in_problem & ~pts_ok]] = np.nan
-        if bad_obs.any():
-            bad_ids = gid[o_pt[bad_obs]]
-            bad_fr = o_fr[bad_obs]
-            for k in kfs:
-                m = bad_fr == k.frame
-                if m.any():
-                    self.bad[k.frame] |= np.isin(k.obs_ids, bad_ids[m])
-        return stat
+        held constant (see :func:`~trianflow.mapping.window_ba.adjust_window`), and apply the result to
+        the map; returns the window's record."""
+        upd = adjust_window(self.K, self.size, self.keyframes[-1].frame, free, fixed, self.kf_poses, self.xyz,
+                            self.bad, self.cfg, max_points, options)
+        self.ba_seconds += upd.seconds
+        if not upd.stat["adjusted"]:
+            return upd.stat
+        self.kf_poses.update(upd.poses_c2w)
+        if upd.K is not None:
+            self.K = upd.K
+        self.xyz[upd.point_ids] = upd.points
+        self.xyz[upd.dropped_ids] = np.nan
+        for f, rejected in upd.bad_obs.items():
+            self.bad[f] |= rejected
+        return upd.stat
 
     # -- results ----------------------------------------------------------------------------
     def final_poses(self, vo_poses: np.ndarray) -> np.ndarray:
-        """Camera-to-world poses ``(N,4,4)`` of all frames after the adjustment.
-
-        Keyframes take their adjusted poses. A frame between keyframes ``a`` and ``b`` takes
-        ``pose_a @ rel`` where ``rel`` is the VO motion from ``a``, its translation rescaled by the
-        adjusted/VO length ratio of ``a -> b``, and the remaining discrepancy at ``b`` spread
-        linearly over the frames in between. Frames after the last keyframe follow the VO from
-        it. ``vo_poses (N,4,4)`` are used for frames the mapper never saw.
-        """
-        from scipy.spatial.transform import Rotation
-
-        out = np.array(vo_poses, dtype=np.float64, copy=True)
-        kf_frames = [k.frame for k in self.keyframes]
-        kf_pos = {f: j for j, f in enumerate(kf_frames)}
-        kf_rel = {k.frame: k.vo_rel for k in self.keyframes}
-        for i in range(len(out)):
-            if i not in self.frame_ref:
-                continue
-            a, rel = self.frame_ref[i]
-            Ta = self.kf_poses[a]
-            if a == i:
-                out[i] = Ta
-                continue
-            j = kf_pos[a]
-            if j + 1 >= len(kf_frames):
-                out[i] = Ta @ rel
-                continue
-            b = kf_frames[j + 1]
-            Tb = self.kf_poses[b]
-            rel_ab = kf_rel[b]
-            t_vo = np.linalg.norm(rel_ab[:3, 3])
-            t_ba = np.linalg.norm((np.linalg.inv(Ta) @ Tb)[:3, 3])
-            s = t_ba / t_vo if t_vo > 1e-12 and t_ba > 1e-12 else 1.0
-            rel_s = rel.copy()
-            rel_s[:3, 3] *= s
-            rel_ab_s = rel_ab.copy()
-            rel_ab_s[:3, 3] *= s
-            delta = np.linalg.inv(Ta @ rel_ab_s) @ Tb
-            alpha = (i - a) / max(b - a, 1)
-            D = np.eye(4)
-            D[:3, :3] = Rotation.from_rotvec(alpha * Rotation.from_matrix(delta[:3, :3]).as_rotvec()).as_matrix()
-            D[:3, 3] = alpha * delta[:3, 3]
-            out[i] = Ta @ rel_s @ D
-        return out
+        """Camera-to-world poses ``(N,4,4)`` of all frames after the adjustment: keyframes take their
+        adjusted poses, the frames between them are re-attached to them (see
+        :func:`~trianflow.mapping.frame_poses.interpolate_frame_poses`); ``vo_poses (N,4,4)`` are used for
+        frames the mapper never saw."""
+        return interpolate_frame_poses(vo_poses, self.keyframes, self.kf_poses, self.frame_ref)
 
     def map_points(self) -> dict:
         """The adjusted map: ``track_id (P,)``, ``xyz (P,3)``, ``rgb (P,3)`` and the observations
         ``obs_point (O,)`` (row into the point arrays), ``obs_frame (O,)``, ``obs_xy (O,2)``
         (pixels, centres at integers) of every triangulated track over all keyframes."""
-        valid = np.isfinite(self.xyz).all(axis=1)
-        tid = np.flatnonzero(valid)
-        row = np.full(len(self.xyz), -1)
-        row[tid] = np.arange(len(tid))
-        o_pt, o_fr, o_xy = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros((0, 2))]
-        for kf in self.keyframes:
-            good = ~self.bad[kf.frame]
-            ids = kf.obs_ids[good]
-            m = valid[ids]
-            o_pt.append(row[ids[m]])
-            o_fr.append(np.full(int(m.sum()), kf.frame, np.int64))
-            o_xy.append(kf.obs_xy[good][m])
-        return {"track_id": tid.astype(np.int64), "xyz": self.xyz[tid].astype(np.float64),
-                "rgb": self.rgb[tid].astype(np.uint8), "obs_point": np.concatenate(o_pt).astype(np.int64),
-                "obs_frame": np.concatenate(o_fr).astype(np.int64), "obs_xy": np.concatenate(o_xy).astype(np.float64)}
+        return export_map(self.keyframes, self.bad, self.xyz, self.rgb)
 
     def summary(self) -> dict:
         """Keyframes, adjustment counts and timings (JSON-serialisable, for ``run.json``)."""
-        adjusted = [s for s in self.stats if s.get("adjusted")]
-        return {
-            "keyframes": [k.frame for k in self.keyframes],
-            "keyframe_reasons": {str(k): v for k, v in self.kf_reason.items()},
-            "windows": len(self.stats),
-            "windows_adjusted": len(adjusted),
-            "ba_seconds": self.ba_seconds,
-            "mean_iterations": float(np.mean([s["iterations"] for s in adjusted])) if adjusted else 0.0,
-            "mean_points": float(np.mean([s["points"] for s in adjusted])) if adjusted else 0.0,
-            "mean_error_px": float(np.nanmean([s["mean_error_px"] for s in adjusted])) if adjusted else None,
-            "skipped": {str(s["keyframe"]): s["skipped"] for s in self.stats if s.get("skipped")},
-            "final": None if self.final_stat is None else {k: v for k, v in self.final_stat.items()
-                                                            if k not in ("free", "fixed")},
-            "K_initial": self.K0.tolist(),
-            "K_final": self.K.tolist(),
-        }
+        return mapper_summary(self.keyframes, self.kf_reason, self.stats, self.ba_seconds, self.final_stat,
+                              self.K0, self.K)
