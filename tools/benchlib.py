@@ -407,7 +407,7 @@ def time_task(task, stage: str, batch: dict, device, amp: str, steps: int, warmu
         res["n_valid"] = int(float(out.terms["n_valid"]))
     loss = float(out.loss.detach())
     res["loss"] = loss if math.isfinite(loss) else None
-    del task, models, opt, params
+    task = models = opt = params = None  # free them before emptying the CUDA cache
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return res
