@@ -62,7 +62,7 @@ def test_vo_config_per_mode():
     assert lib.vo_config("height", camera_height=1.7).camera_height == 1.7
     assert lib.vo_config("network", device="cpu").flow == "network"
     default = lib.vo_config("default")
-    from trianflow.odometry import VOConfig
+    from trianflow.vo import VOConfig
 
     assert default == VOConfig()
     with pytest.raises(ValueError, match="unknown VO mode"):

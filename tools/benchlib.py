@@ -128,7 +128,7 @@ def vo_config(mode: str, dis_preset: str = "auto", backend: str = "opencv", devi
               camera_height: float = 1.65):
     """The ``VOConfig`` of a benchmark mode (:data:`VO_MODES`; ``network`` sets ``flow="network"``, the
     caller loads the networks)."""
-    from trianflow.odometry import VOConfig
+    from trianflow.vo import VOConfig
 
     if mode not in VO_MODES:
         raise ValueError(f"unknown VO mode {mode!r}: use one of {', '.join(VO_MODES)}")
@@ -148,7 +148,7 @@ def vo_config(mode: str, dis_preset: str = "auto", backend: str = "opencv", devi
 def run_timed_vo(seq, cfg, flow_fn=None, depth_fn=None, warmup_frames: int = 3):
     """Run the VO on ``seq`` after a warm-up run on its first ``warmup_frames`` frames (lazy initialisation
     of OpenCV / torch kernels); returns ``(result, seconds)`` of the timed run (image reading included)."""
-    from trianflow.odometry import run_vo
+    from trianflow.vo import run_vo
 
     run_vo(HeadSequence(seq, warmup_frames), cfg, flow_fn=flow_fn, depth_fn=depth_fn, keep_points=False)
     t0 = time.perf_counter()
@@ -158,7 +158,7 @@ def run_timed_vo(seq, cfg, flow_fn=None, depth_fn=None, warmup_frames: int = 3):
 
 def run_default_vo(seq):
     """``trianflow vo`` as it runs with no option, once (no warm-up); returns ``(poses (N,4,4), seconds)``."""
-    from trianflow.odometry import VOConfig, run_vo
+    from trianflow.vo import VOConfig, run_vo
 
     t0 = time.perf_counter()
     poses = run_vo(seq, VOConfig(), keep_points=False).poses

@@ -30,7 +30,7 @@ import benchlib  # noqa: E402
 
 def replay(src: Path, presets: list) -> dict:
     from trianflow.data import open_sequence
-    from trianflow.odometry import VOConfig, run_vo
+    from trianflow.vo import VOConfig, run_vo
 
     n = len(open_sequence(src))
     out: dict = {}
@@ -48,7 +48,7 @@ def replay(src: Path, presets: list) -> dict:
 
 def slow(steps: list, seeds: list) -> dict:
     from trianflow.data.synthetic import synthetic_sequence
-    from trianflow.odometry import VOConfig, run_vo
+    from trianflow.vo import VOConfig, run_vo
 
     out: dict = {}
     for step in steps:

@@ -4,7 +4,7 @@
   intrinsics fixed (default) or refined, robust loss (:class:`BAOptions` / :class:`BAResult`);
 - conversions between our ``(4,4)`` matrices and ``pycolmap.Rigid3d``.
 
-Poses: the public API speaks camera-to-world ``(4,4)`` (like :mod:`trianflow.odometry`) except
+Poses: the public API speaks camera-to-world ``(4,4)`` (like :mod:`trianflow.vo`) except
 where named ``w2c``; pycolmap speaks ``cam_from_world``. Pixels: ours have centres at integers,
 COLMAP's at +0.5; the conversion is done here and nowhere else. Multi-view triangulation and
 reprojection errors are in :mod:`trianflow.mapping.triangulation`, the sliding-window mapper

@@ -15,7 +15,7 @@ keyframe to triangulate, or when the two-view geometry starts to degrade:
 - **interval**: ``max_interval`` frames since the last keyframe (with some parallax).
 
 Frames whose pose was not solved from the images (``static``, ``rotation`` and ``const_vel``
-statuses of :mod:`trianflow.odometry`) never become keyframes: they carry no usable parallax
+statuses of :mod:`trianflow.vo`) never become keyframes: they carry no usable parallax
 or their pose is a guess.
 """
 
