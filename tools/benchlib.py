@@ -93,25 +93,58 @@ REPLAYS = {
     "rev": lambda n: list(range(n - 1, -1, -1)),
     "rev_3x": lambda n: list(range(n - 1, -1, -3)),
     "hold_3": lambda n: sorted(list(range(n // 3)) * 3),
+    "irregular": lambda n: irregular_strides(n),
 }
 """Replays of an ``n``-frame sequence: name -> ``n`` -> frame indices (other speeds, reversed, a stalling
-camera that shows every frame three times)."""
+camera that shows every frame three times, uneven frame rates / dropped frames)."""
+
+IRREGULAR_STRIDES = (1, 3, 2)
+"""The strides of the ``irregular`` replay, repeated: frames 0, 1, 4, 6, 7, 10, 12, ..."""
+
+
+def irregular_strides(n: int, strides=IRREGULAR_STRIDES) -> list:
+    """Frame indices below ``n`` at the repeated ``strides`` from frame 0 (an uneven frame rate)."""
+    idx, i, k = [], 0, 0
+    while i < n:
+        idx.append(i)
+        i += strides[k % len(strides)]
+        k += 1
+    return idx
 
 
 def write_replay(src: Path, idx: list, out: Path) -> Path:
-    """A KITTI-odometry folder ``out`` with the frames ``idx`` of the folder ``src`` (left camera, calib,
-    GT relative to the first of them). Returns ``out``."""
+    """A KITTI-odometry folder ``out`` with the frames ``idx`` of the folder ``src`` (the left camera, the
+    right one where ``src`` has it, calib, GT relative to the first of them). Returns ``out``."""
     from trianflow.data.kitti_odometry import read_kitti_poses
 
     gt = read_kitti_poses(src / "poses.txt")
-    (out / "image_0").mkdir(parents=True)
-    image_dir = src / "image_0" if (src / "image_0").is_dir() else src / "image_2"
-    for j, i in enumerate(idx):
-        shutil.copy(image_dir / f"{i:06d}.png", out / "image_0" / f"{j:06d}.png")
+    cams = ("image_0", "image_1") if (src / "image_0").is_dir() else ("image_2", "image_3")
+    for cam in cams:
+        if not (src / cam).is_dir():
+            continue
+        (out / cam).mkdir(parents=True)
+        for j, i in enumerate(idx):
+            shutil.copy(src / cam / f"{i:06d}.png", out / cam / f"{j:06d}.png")
     shutil.copy(src / "calib.txt", out / "calib.txt")
     P = np.linalg.inv(gt[idx[0]]) @ gt[idx]
     (out / "poses.txt").write_text("".join(" ".join(repr(float(v)) for v in p[:3].ravel()) + "\n" for p in P))
     return out
+
+
+def write_image_replay(seq, idx: list, out: Path) -> Path:
+    """A plain image folder ``out`` (``000000.png``, ...) with the frames ``idx`` of any sequence ``seq``
+    (no ground truth; run it with ``--intrinsics`` from :func:`intrinsics_arg`). Returns ``out``."""
+    import cv2
+
+    out.mkdir(parents=True)
+    for j, i in enumerate(idx):
+        cv2.imwrite(str(out / f"{j:06d}.png"), cv2.cvtColor(seq.read(i), cv2.COLOR_RGB2BGR))
+    return out
+
+
+def intrinsics_arg(K) -> str:
+    """``fx,fy,cx,cy`` of ``K (3,3)`` for ``trianflow vo --intrinsics``."""
+    return ",".join(repr(float(v)) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
 
 
 # ----------------------------------------------------------------------------------------------
