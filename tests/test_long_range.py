@@ -107,14 +107,33 @@ def _cli(*args, env_home):
                           env=env, timeout=600)
 
 
+def _cli_here(*args):
+    """``_cli`` in this process (the CLI's ``main``, argparse's exit caught): the same exit code and
+    stderr without a fresh interpreter per case."""
+    import contextlib
+    import io
+    import types
+
+    from trianflow.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            rc = main([str(a) for a in args])
+        except SystemExit as exc:
+            rc = exc.code
+    return types.SimpleNamespace(returncode=rc, stderr=err.getvalue())
+
+
 def test_cli_camera_height_bad_input(tmp_path):
-    for bad in ("0", "-2", "abc", "nan"):
-        r = _cli("vo", "missing_folder", "--out", tmp_path / "o", "--camera-height", bad, env_home=tmp_path)
+    for i, bad in enumerate(("0", "-2", "abc", "nan")):
+        run = _cli if i == 0 else (lambda *a, env_home: _cli_here(*a))  # one real process, the rest in-process
+        r = run("vo", "missing_folder", "--out", tmp_path / "o", "--camera-height", bad, env_home=tmp_path)
         assert r.returncode == 2, r.stderr
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: --camera-height"), r.stderr
     if KITTI.is_dir():
-        r = _cli("vo", KITTI, "--out", tmp_path / "o", "--camera-height", "1.65", "--stereo", env_home=tmp_path)
+        r = _cli_here("vo", KITTI, "--out", tmp_path / "o", "--camera-height", "1.65", "--stereo")
         assert r.returncode == 2 and "--stereo" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
 

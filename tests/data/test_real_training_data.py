@@ -183,6 +183,23 @@ def _train(tmp_path, *args, task_config="configs/kitti_cpu.yaml"):
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
 
 
+def _train_here(tmp_path, *args, task_config="configs/kitti_cpu.yaml"):
+    """``_train`` in this process (the CLI's ``main``): the same exit code and stderr, without paying
+    a fresh interpreter and torch import per case (the first case of each test still runs a real process)."""
+    import contextlib
+    import io
+    import types
+
+    from trianflow.cli import main
+
+    argv = ["train", "-c", str(REPO / task_config), "--device", "cpu", "--out", str(tmp_path / "run"),
+            "train.steps=1", *args]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = main(argv)
+    return types.SimpleNamespace(returncode=rc, stderr=err.getvalue(), args=argv)
+
+
 def _one_line_error(r, *words):
     assert r.returncode == 2, r.stderr[-2000:]
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
@@ -200,23 +217,23 @@ def test_bad_data_roots_fail_before_training(tmp_path):
 
     nothing = tmp_path / "nothing"
     nothing.mkdir()
-    _one_line_error(_train(tmp_path, f"data.root={nothing}"), str(nothing), "no KITTI odometry sequences")
+    _one_line_error(_train_here(tmp_path, f"data.root={nothing}"), str(nothing), "no KITTI odometry sequences")
 
     mixed = tmp_path / "mixed"
     _link_frames(K03 / "image_0", mixed / "image_0", range(3))
     os.symlink(sorted((K06 / "image_0").glob("*.png"))[3], mixed / "image_0" / "000003.png")
     (mixed / "calib.txt").write_text((K03 / "calib.txt").read_text())
-    _one_line_error(_train(tmp_path, f"data.root={mixed}"), "000003.png", "1226x370", "same size")
+    _one_line_error(_train_here(tmp_path, f"data.root={mixed}"), "000003.png", "1226x370", "same size")
 
     nocam = tmp_path / "nocam"
     _link_frames(K03 / "image_0", nocam / "image_0", range(3))
     (nocam / "calib.txt").write_text((K06 / "calib.txt").read_text().replace("P0:", "PX:"))
-    _one_line_error(_train(tmp_path, f"data.root={nocam}"), str(nocam / "calib.txt"), "P0")
+    _one_line_error(_train_here(tmp_path, f"data.root={nocam}"), str(nocam / "calib.txt"), "P0")
 
     raw = _raw_root(tmp_path)
     calib = raw / "2011_10_03" / "calib_cam_to_cam.txt"
     calib.write_text(calib.read_text().replace("P_rect_00", "P_rect_0X"))
-    _one_line_error(_train(tmp_path, "data.dataset=kitti_raw", f"data.root={raw}"), str(calib), "P_rect_00")
+    _one_line_error(_train_here(tmp_path, "data.dataset=kitti_raw", f"data.root={raw}"), str(calib), "P_rect_00")
 
 
 def test_stereo_recipe_on_a_monocular_folder(tmp_path):
