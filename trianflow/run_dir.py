@@ -48,6 +48,7 @@ import numpy as np
 
 from trianflow.errors import InputError
 from trianflow.io.atomic import atomic_path, write_json, write_text
+from trianflow.io.point_store import write_npz
 from trianflow.io.trajectory import read_trajectory, write_kitti, write_tum
 
 FRAME_FIELDS = ("index", "timestamp", "status", "ref", "matches", "inliers", "triangulated", "shared", "scale",
@@ -92,8 +93,10 @@ def save_run(run_dir, result, seq, extra: Optional[dict] = None) -> Path:
         d = asdict(f)
         w.writerow([_fmt(d[k]) for k in FRAME_FIELDS])
     write_text(run_dir / "frames.csv", buf.getvalue())
-    if result.points is not None:
-        _save_npz(run_dir / "points.npz", result.points)
+    if result.points is not None:  # uncompressed, streamed from disk for a long run (trianflow.io.point_store)
+        with atomic_path(run_dir / "points.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                write_npz(fh, result.points)
     mapping = getattr(result, "mapping", None)
     if mapping is not None:
         _save_npz(run_dir / "tracks.npz", {**mapping["map"], "keyframes": np.asarray(

@@ -250,7 +250,7 @@ class VORecorder:
         if vo is not None and info.status in ("ok", "ok_const_scale") and getattr(vo, "points", None):
             if len(vo.points) > self._n_points:  # this pair added its triangulated points
                 self._n_points = len(vo.points)
-                _, xyz, _, rgb, _ = vo.points[-1]
+                _, xyz, _, rgb, _ = vo.points.last
                 points = (xyz, rgb)
         mapper = getattr(vo, "mapper", None)
         keyframe = bool(mapper is not None and mapper.is_keyframe(index))

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from trianflow.io.point_store import SpilledPoints
 from trianflow.vo.config import VOConfig
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,9 @@ def apply_ground_scale(poses, fits, frames, cfg: VOConfig, points, mapping, warn
     new = rescale_trajectory(poses, factors)
     summary["median_height"] = float(np.nanmedian(heights))
     summary["factor_min"], summary["factor_max"] = float(factors.min()), float(factors.max())
-    if points is not None and len(points["xyz"]):
+    if isinstance(points, SpilledPoints):  # a long run's points on disk: moved chunk by chunk
+        points.move_xyz(lambda fr, xyz: move_points(xyz, np.clip(fr.astype(np.int64), 0, n - 1), poses, new, factors))
+    elif points is not None and len(points["xyz"]):
         r = np.clip(points["frame"].astype(np.int64), 0, n - 1)
         points["xyz"] = move_points(points["xyz"], r, poses, new, factors).astype(points["xyz"].dtype)
     if mapping is not None and len(mapping["map"]["xyz"]):

@@ -23,6 +23,7 @@ import torch
 from trianflow.errors import InputError
 from trianflow.vo.config import FrameInfo, VOConfig, resolve_dis_preset, validate_config
 from trianflow.vo.fallback import bridge, pnp_or_constant_velocity, pose_power
+from trianflow.io.point_store import PointStore
 from trianflow.vo.ground import GroundCollector
 from trianflow.vo.reference import ReferenceHold
 from trianflow.vo.scale import PairScaleInput, ScaleSources
@@ -48,8 +49,8 @@ class VisualOdometry:
         keep_points: collect every pair's triangulated points (``points``).
 
     What a viewer may read after each :meth:`step` (without modifying it): ``last_inliers``
-    (the E inliers ``(x1, x2)``), ``new_points`` (the pair's triangulated points), ``points``,
-    ``mapper``.
+    (the E inliers ``(x1, x2)``), ``new_points`` (the pair's triangulated points), ``points``
+    (a :class:`~trianflow.io.point_store.PointStore`: ``len`` and the latest pair's chunk ``points.last``), ``mapper``.
     """
 
     def __init__(self, K, image_size, config: Optional[VOConfig] = None, flow_fn: Optional[Callable] = None,
@@ -83,7 +84,8 @@ class VisualOdometry:
         self._corrections: dict = {}  # index -> revised camera-to-world pose (see pop_corrections)
         self.stage_seconds = {"flow": 0.0, "select": 0.0, "geometry": 0.0}
         self.keep_points = keep_points
-        self.points: list = []  # per pair: (frame index, world xyz, pixel xy in that frame, rgb, pixel in next)
+        # per pair: (frame index, world xyz, pixel xy in that frame, rgb, pixel in next); spilled to disk when large
+        self.points = PointStore()
         self.new_points = None  # (X1 (M,3) reference camera, xy1 (M,2), xy2 (M,2)) of the last pair
         self.last_inliers = None  # (x1 (M,2) in the reference frame, x2 (M,2) here) of the last E inliers
         self.mapper = None
