@@ -48,6 +48,11 @@ def add_parser(sub) -> None:
                    help="with --refine ba: keyframes adjusted per window (default 8; 20 older ones are held fixed)")
     p.add_argument("--samples", type=int, default=6000, help="correspondences per pair (default 6000)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="threads the run may use (default: the cores this process may run on): the size of OpenCV's "
+                   "thread pool and, with N >= 2, a worker that reads and decodes the next frame and computes its "
+                   "flow while this one is processed (--threads 1: one thread, no worker); the choice is in "
+                   "run.json (\"threads\")")
     p.add_argument("--gt", metavar="GT", help="ground-truth trajectory: evaluate after the run (default: the "
                    "sequence's own poses when it has them)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -88,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--samples {args.samples}: need at least 8 correspondences per pair")
     if args.refine == "none" and (args.refine_intrinsics or args.ba_window != 8):
         raise InputError("--refine-intrinsics / --ba-window need --refine ba")
+    if args.threads < 0:
+        raise InputError(f"--threads {args.threads}: give a positive number of threads (or leave it out: all cores)")
     if args.ba_window < 1:
         raise InputError(f"--ba-window {args.ba_window}: give at least 1 keyframe")
     camera_height = _camera_height(args.camera_height, args.stereo)
@@ -105,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                    refine=args.refine, ba_window=args.ba_window, ba_refine_intrinsics=args.refine_intrinsics,
                    num_samples=args.samples, seed=args.seed, device=_device(args.device),
                    camera_height=camera_height, ground_scale="off" if args.no_ground_scale else "auto",
-                   skip_unreadable=not args.strict)
+                   skip_unreadable=not args.strict, threads=args.threads)
     flow_fn = depth_fn = None
     if args.flow or args.depth:
         from trianflow.inference import load_depth_fn, load_flow_fn
@@ -150,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         if map_xyz is None and result.points is not None:
             map_xyz, map_rgb = result.points["xyz"], result.points["rgb"]
         recorder.finish(result.poses, map_xyz, map_rgb, kfs)
-    extra = {"interrupted": result.interrupted, "warnings": result.warnings}
+    extra = {"interrupted": result.interrupted, "warnings": result.warnings, "threads": result.timings["threads"]}
     if fov is not None:
         extra["fov_deg"] = fov  # the intrinsics came from --fov (run.json "intrinsics" holds that K)
     if result.ground is not None:

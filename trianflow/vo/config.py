@@ -42,6 +42,8 @@ class VOConfig:
     seed: int = 0
     device: str = "cpu"
     torch_threads: int = 1  # small-tensor geometry is fastest single-threaded; 0 keeps torch's default
+    threads: int = 0  # thread budget (--threads; 0: the usable cores): OpenCV's pool size; with >= 2 a worker
+    # reads the next frame and computes its DIS flow and scores ahead (see trianflow.vo.pipeline)
     min_image_std: float = 2.0  # frames with less grey-level spread are skipped (const_vel, bridged)
     refine: str = "ba"  # "ba": keyframes + sliding-window bundle adjustment (trianflow.mapping); "none": pair by pair
     ba_window: int = 8  # keyframes adjusted per window (refine="ba"); 20 older ones are held fixed

@@ -9,11 +9,11 @@ import time
 from typing import Callable, List, Optional
 
 import numpy as np
-import torch
 
 from trianflow.errors import InputError
 from trianflow.vo.config import VOConfig, VOResult
 from trianflow.vo.ground import apply_ground_scale
+from trianflow.vo.pipeline import FramePipeline, PrefetchedFlow, applied_threads, thread_plan
 from trianflow.vo.tracker import VisualOdometry
 
 log = logging.getLogger(__name__)
@@ -55,21 +55,23 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
     interrupted = None
     if len(seq) == 0:
         raise InputError("the sequence has no frames; visual odometry needs at least 2")
-    threads = torch.get_num_threads()
-    if cfg.torch_threads > 0:
-        torch.set_num_threads(cfg.torch_threads)
+    plan = thread_plan(cfg.threads, cfg.torch_threads)
+    prefetched = ahead = None
+    if plan.pipeline and flow_fn is None:  # the default DIS: the next pair's flow is computed ahead on the worker
+        from trianflow.flow_backends import DISFlow
+
+        prefetched = vo.flow_fn = PrefetchedFlow(vo.flow_fn)
+        ahead = DISFlow(prefetched.flow_fn.preset)
+    pipe = FramePipeline(seq, cfg, warnings, enabled=plan.pipeline, ahead_flow=ahead, prefetched=prefetched,
+                         prepare=vo.two_view.prepare, offer=vo.two_view.offer)
     t_start = time.perf_counter()
-    t_read = 0.0
-    try:
-        for i in range(len(seq)):
+    with applied_threads(plan):
+        for i, img, right in pipe:
             if should_stop is not None:
                 interrupted = should_stop()
                 if interrupted:
                     log.warning("stopped (%s) after %d of %d frames: writing what was done", interrupted, i, len(seq))
                     break
-            t0 = time.perf_counter()
-            img, right = _read_frame(seq, i, cfg, warnings)
-            t_read += time.perf_counter() - t0
             pose, info = vo.step(i, float(seq.timestamps[i]), img, right)
             poses.append(pose)
             for j, revised in vo.pop_corrections().items():
@@ -79,32 +81,29 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
                 progress(info)
             if observer is not None:
                 observer(i, img, pose, info, vo)
-    finally:
-        torch.set_num_threads(threads)
     n = len(poses)
     if n == 0:
         raise InputError(f"stopped ({interrupted}) before the first frame: nothing to write")
     total = time.perf_counter() - t_start
     n_pairs = max(n - 1, 1)
-    geom = vo.stage_seconds["geometry"] - vo.stage_seconds["select"]
+    # the loop's geometry time less the selection done in it (the pipeline's worker scores pairs ahead)
+    geom = vo.stage_seconds["geometry"] - (vo.stage_seconds["select"] - vo.two_view.seconds_ahead)
+    flow_s = prefetched.seconds if prefetched is not None else vo.stage_seconds["flow"]
     timings = {
-        "flow_ms": 1000 * vo.stage_seconds["flow"] / n_pairs,
+        "flow_ms": 1000 * flow_s / n_pairs,  # computing the flows, on the worker or in the loop
         "select_ms": 1000 * vo.stage_seconds["select"] / n_pairs,
         "geometry_ms": 1000 * geom / n_pairs,
         "total_s": total,
-        "read_s": t_read,
+        "read_s": pipe.read_s,  # reading and decoding, on the worker or in the loop
+        "wait_s": pipe.wait_s,  # the loop waiting for the next frame (and its flow)
         "frames": n,
         "fps": n / total if total > 0 else float("nan"),
         "mean_frame_s": float(np.mean([f.seconds for f in frames[1:]])) if len(frames) > 1 else 0.0,
+        "threads": plan.as_dict(),
     }
-    points = None
-    keys = ("frame", "xyz", "xy", "rgb", "xy2")
-    if keep_points and vo.points:
-        points = {k: np.concatenate([p[i] for p in vo.points]) for i, k in enumerate(keys)}
-    elif keep_points:
-        points = {"frame": np.zeros(0, np.int32), "xyz": np.zeros((0, 3), np.float32),
-                  "xy": np.zeros((0, 2), np.float32), "rgb": np.zeros((0, 3), np.uint8),
-                  "xy2": np.zeros((0, 2), np.float32)}
+    if prefetched is not None:
+        timings["flow_ahead"] = {"used": prefetched.hits, "computed_in_loop": prefetched.misses}
+    points = vo.points.finish() if keep_points else None  # a dict, or SpilledPoints on long runs
     poses = _orthonormalize(np.stack(poses))  # exact rotations (the geometry runs partly in fp32)
     K = np.asarray(seq.K)
     mapping = None
@@ -125,22 +124,6 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
     return VOResult(poses=poses, timestamps=np.asarray(seq.timestamps[:n], dtype=np.float64), frames=frames,
                     K=K, config=cfg, timings=timings, points=points, mapping=mapping, ground=ground,
                     interrupted=interrupted, warnings=warnings)
-
-
-def _read_frame(seq, i: int, cfg: VOConfig, warnings: List[str]):
-    """Frame ``i`` (and its right image with stereo); ``(None, None)`` for an unreadable frame
-    when ``cfg.skip_unreadable`` (a warning naming the file is logged and collected)."""
-    try:
-        img = seq.read(i)
-        right = seq.read_right(i) if (cfg.stereo and seq.has_stereo) else None
-        return img, right
-    except InputError as exc:
-        if not cfg.skip_unreadable:
-            raise
-        msg = f"frame {i} skipped: {exc} (bridged like a black frame; use --strict to stop instead)"
-        log.warning(msg)
-        warnings.append(msg)
-        return None, None
 
 
 def _orthonormalize(poses: np.ndarray) -> np.ndarray:

@@ -99,6 +99,19 @@ def rotation_only(Kt: torch.Tensor, fx: float, x1: torch.Tensor, x2: torch.Tenso
     return R
 
 
+@dataclass
+class PreparedFlows:
+    """:meth:`TwoViewPose.prepare`'s result: full-resolution flow tensors ``(1,2,H,W)``, the strided
+    forward flow and its score map ``(1,1,h,w)``, that map at full resolution, and the seconds it took."""
+
+    ff: torch.Tensor
+    fb: torch.Tensor
+    ffs: torch.Tensor
+    score_s: torch.Tensor
+    score: torch.Tensor  # the score map at full resolution (nearest)
+    seconds: float
+
+
 class TwoViewPose:
     """The two-view step of the VO for one camera.
 
@@ -106,7 +119,8 @@ class TwoViewPose:
         K: ``(3,3)`` intrinsics; image_size: ``(H, W)``; config: :class:`~trianflow.vo.VOConfig`.
         score_stride: select correspondences on every n-th pixel.
         generator: the VO's random generator (sampling of the correspondences).
-    ``seconds_select`` accumulates the time of the selection (scores + sampling).
+    ``seconds_select`` accumulates the time of the selection (scores + sampling), ``seconds_ahead`` the part
+    of it the frame pipeline computed ahead (:meth:`prepare` on its worker).
     """
 
     def __init__(self, K: np.ndarray, image_size, config: VOConfig, score_stride: int, generator: torch.Generator,
@@ -119,14 +133,40 @@ class TwoViewPose:
         self.gen = generator
         self.device = device
         self.seconds_select = 0.0
+        self._prepared = None  # (fwd, bwd, PreparedFlows) offered by the frame pipeline
+        self.seconds_ahead = 0.0  # the part of seconds_select computed ahead on the pipeline's worker
+
+    def prepare(self, fwd: np.ndarray, bwd: np.ndarray) -> "PreparedFlows":
+        """What the pair's selection needs from its flows alone: the flow tensors and the score map on
+        every ``score_stride``-th pixel. Pure (no state, no random numbers): the frame pipeline runs
+        it on its worker thread (:mod:`trianflow.vo.pipeline`)."""
+        t0 = time.perf_counter()
+        ff, fb = flow_tensor(fwd, self.device), flow_tensor(bwd, self.device)
+        st = self.stride
+        ffs, fbs = ff[..., ::st, ::st] / st, fb[..., ::st, ::st] / st
+        score_s = correspondence_scores(ffs, fbs)
+        score = score_s if st == 1 else torch.nn.functional.interpolate(score_s, size=ff.shape[-2:], mode="nearest")
+        return PreparedFlows(ff, fb, ffs, score_s, score, time.perf_counter() - t0)
+
+    def offer(self, fwd: np.ndarray, bwd: np.ndarray, prepared: "PreparedFlows") -> None:
+        """Hand in :meth:`prepare`'s result for these flow arrays (used by :meth:`estimate` when it gets
+        exactly these arrays, by identity)."""
+        self._prepared = (fwd, bwd, prepared)
 
     def estimate(self, fwd: np.ndarray, bwd: np.ndarray, track: Optional[PointTrack]) -> TwoViewResult:
         """Pose of the pair from its flows ``(H,W,2)`` (reference -> frame and back); ``track`` is
         advected into the frame along the way (``TwoViewResult.tracked``)."""
         cfg = self.cfg
-        ff, fb = flow_tensor(fwd, self.device), flow_tensor(bwd, self.device)
         ts = time.perf_counter()
-        corr, score = self._select(ff, fb)
+        pre, self._prepared = self._prepared, None
+        if pre is not None and pre[0] is fwd and pre[1] is bwd:
+            pre = pre[2]
+            self.seconds_select += pre.seconds  # computed on the worker: counted as work, not as waiting
+            self.seconds_ahead += pre.seconds
+        else:
+            pre = self.prepare(fwd, bwd)
+        ff = pre.ff
+        corr, score = self._select(pre)
         self.seconds_select += time.perf_counter() - ts
         valid = corr.valid
         matches = int(valid.sum())
@@ -171,12 +211,11 @@ class TwoViewPose:
         out.kind, out.R, out.t_unit, out.T_unit = "pose", R, t_unit, T_unit
         return out
 
-    def _select(self, ff: torch.Tensor, fb: torch.Tensor):
+    def _select(self, pre: "PreparedFlows"):
         """Correspondences (full-resolution pixels) and the score map ``(1,1,H,W)``."""
         cfg = self.cfg
         st = self.stride
-        ffs, fbs = ff[..., ::st, ::st] / st, fb[..., ::st, ::st] / st
-        score_s = correspondence_scores(ffs, fbs)
+        ff, ffs, score_s = pre.ff, pre.ffs, pre.score_s
         corr = sample_correspondences(ffs, score=score_s, num_samples=cfg.num_samples, top_ratio=cfg.top_ratio,
                                       generator=self.gen)
         if st == 1:
@@ -186,4 +225,4 @@ class TwoViewPose:
         xi = x1.long()
         corr.x1 = x1
         corr.x2 = x1 + ff[0, :, xi[0, :, 1], xi[0, :, 0]].T.unsqueeze(0)
-        return corr, torch.nn.functional.interpolate(score_s, size=ff.shape[-2:], mode="nearest")
+        return corr, pre.score
