@@ -174,10 +174,7 @@ def markdown(rows: list) -> str:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "python tools/bench_vo_suite.py " + shlex.join(argv)
-    flags = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, flags = argv[:cut], argv[cut + 1:]
+    argv, flags = benchlib.split_vo_flags(argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=benchlib.DATA, help="folder of real sequences (../shared/data)")
     ap.add_argument("--sequences", help="comma-separated folder names (default: every sequence in --data)")

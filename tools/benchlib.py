@@ -29,6 +29,7 @@ import json
 import math
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +42,15 @@ DATA = ROOT.parent / "shared" / "data"
 """The shared data folder beside the repository."""
 DEFAULT_SEQ = DATA / "kitti_odom_straight"
 """The VO tools' default sequence: the 51-frame KITTI snippet."""
+
+
+def split_vo_flags(argv) -> tuple:
+    """``(the tool's own arguments, the VO options after "--")`` of a command line (``sys.argv[1:]`` for None)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1:]
+    return argv, []
 
 
 def print_json(obj, indent: int | None = None) -> None:
