@@ -12,9 +12,9 @@ only elsewhere).
 use): OpenCV's pool gets all of them (the VO's thread and the worker share it: a parallel loop started
 while the pool is busy runs in its caller's thread, so no more than that many threads compute), the
 pipeline's worker runs when there are at least 2, torch's small-tensor geometry stays single-threaded and
-the bundle adjustment's solver uses 1 thread. Measured on kitti_03_first400, 2 cores, whole process: 76.9 s
-with ``--threads 1``, 68.2 s with the earlier sequential loop (OpenCV on 2 threads), 61.9 s with the worker
-and OpenCV on 1 thread, 53.1 s with the worker and OpenCV on 2 (docs/RESULTS.md).
+the bundle adjustment's solver uses 1 thread. Measured on kitti_03_first400, 2 cores, whole process, median of
+3 interleaved runs: 62.2 s with ``--threads 1``, 43.9 s with the earlier sequential loop (OpenCV's loops on 2
+threads), 41.4 s with the worker (docs/RESULTS.md); OpenCV on 1 thread beside the worker was slower.
 """
 
 from __future__ import annotations
