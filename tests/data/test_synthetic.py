@@ -56,7 +56,17 @@ def test_trajectory_kinds():
     np.testing.assert_array_equal(make_trajectory(10, seed=5), make_trajectory(10, seed=5))
     assert not np.allclose(make_trajectory(10, seed=5), make_trajectory(10, seed=6))
     with pytest.raises(InputError):
-        make_trajectory(10, kind="loop")
+        make_trajectory(10, kind="spiral")
+    # round a block, 1.3 laps: the last 30 % of the frames pass the first ones again, same heading
+    lp = make_trajectory(100, "loop", step=1.0, seed=0)
+    np.testing.assert_allclose(lp[0], np.eye(4), atol=1e-12)
+    steps = np.linalg.norm(np.diff(lp[:, :3, 3], axis=0), axis=1)
+    assert np.all(np.abs(steps - 1.0) < 0.05)
+    lap = int(round(100 / 1.3))
+    assert np.linalg.norm(lp[lap, :3, 3] - lp[0, :3, 3]) < 0.5  # 0.3 m further out on the second lap
+    assert _rot_angle_deg(lp[0, :3, :3].T @ lp[lap, :3, :3]) < 5.0
+    fwd = np.sum(np.diff(lp[:, :3, 3], axis=0) * lp[:-1, :3, 2], axis=1) / steps
+    assert fwd.min() > 0.99  # the camera looks where it drives
 
 
 def test_default_intrinsics():

@@ -13,7 +13,7 @@ import numpy as np
 
 from trianflow.errors import InputError
 
-TRAJECTORY_KINDS = ("forward_turn", "straight", "rotation")
+TRAJECTORY_KINDS = ("forward_turn", "straight", "rotation", "loop")
 
 
 def _rot_y(a):
@@ -41,7 +41,10 @@ def make_trajectory(n_frames: int, kind: str = "forward_turn", step: float = 1.0
       street) and small pitch/roll wiggles (1-2.5 degrees);
     - ``"straight"``: ``step`` metres per frame along +z, no rotation;
     - ``"rotation"``: pure rotation in place (yaw up to ~20 degrees, small pitch/roll), no
-      translation (the degenerate case for two-view geometry).
+      translation (the degenerate case for two-view geometry);
+    - ``"loop"``: around a block: a circle driven ``step`` metres per frame, 1.3 times round, so the
+      last 30 % of the frames revisit the first (0.3 m further out on the second lap, same direction),
+      with small pitch/roll wiggles (the case for loop closure).
 
     The seed picks amplitudes, periods and turning direction.
 
@@ -59,6 +62,8 @@ def make_trajectory(n_frames: int, kind: str = "forward_turn", step: float = 1.0
     if kind == "straight":
         poses[:, 2, 3] = i * step
         return poses
+    if kind == "loop":
+        return _loop(n, step, rng)
     sign = 1.0 if rng.random() < 0.5 else -1.0
     if kind == "forward_turn":
         a_yaw, p_yaw = math.radians(rng.uniform(6, 9)) * sign, rng.uniform(36, 56)
@@ -81,6 +86,26 @@ def make_trajectory(n_frames: int, kind: str = "forward_turn", step: float = 1.0
         poses[k, :3, 3] = pos[k]
     poses[0] = np.eye(4)
     return poses
+
+
+def _loop(n: int, step: float, rng) -> np.ndarray:
+    """The ``"loop"`` kind of :func:`make_trajectory`: ``(n,4,4)`` c2w, first = identity."""
+    laps = 1.3
+    radius = n * step / (2 * np.pi * laps)
+    sign = 1.0 if rng.random() < 0.5 else -1.0
+    i = np.arange(n, dtype=np.float64)
+    phi = 2 * np.pi * laps * i / max(n, 1)  # angle driven round the centre
+    r = radius + 0.3 * phi / (2 * np.pi)
+    # the circle's centre lies to the side (x) of the first camera; heading along +z at the start
+    pos = np.stack([sign * (radius - r * np.cos(phi)), np.zeros(n), r * np.sin(phi)], axis=1)
+    pitch = math.radians(rng.uniform(0.5, 1.0)) * np.sin(2 * np.pi * i / rng.uniform(14, 24))
+    roll = math.radians(rng.uniform(0.5, 1.0)) * np.sin(2 * np.pi * i / rng.uniform(18, 30))
+    poses = np.tile(np.eye(4), (n, 1, 1))
+    for k in range(n):
+        poses[k, :3, :3] = _rot_y(sign * phi[k]) @ _rot_x(pitch[k]) @ _rot_z(roll[k])
+        poses[k, :3, 3] = pos[k]
+    first = np.linalg.inv(poses[0])
+    return first[None] @ poses
 
 
 def default_intrinsics(size: Tuple[int, int] = (192, 640)) -> np.ndarray:
