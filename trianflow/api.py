@@ -37,6 +37,7 @@ _CHOICES = {
     "refine": ("none", "ba"),
     "flow": ("dis", "network"),
     "ground_scale": ("auto", "off"),
+    "loop": ("auto", "off"),
 }
 
 

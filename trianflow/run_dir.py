@@ -11,7 +11,8 @@ Layout of ``RUN_DIR`` (every file written atomically):
   ``ground_height``: the camera height above the ground plane fitted at this (key)frame, in map
   units before the ground scale, ``nan`` where none was found or none was fitted;
   ``scale_source``: ``ground`` where the ground plane set the scale, ``chained`` where the
-  frame kept the scale chained through the map, empty when the ground scale was not used).
+  frame kept the scale chained through the map, empty when the ground scale was not used;
+  ``loop``: at a keyframe that closed a loop, the older keyframe it was matched to, else -1).
 - ``run.json``: trianflow version, input (path, reader kind, size, frame count, stereo/baseline,
   ``files``: the frame file names when the input is a folder of images, ``image_dir``: their
   folder), intrinsics (fx, fy, cx, cy and K; pixel centres at integers), the VO config,
@@ -20,7 +21,10 @@ Layout of ``RUN_DIR`` (every file written atomically):
   timings, initial and final intrinsics), ``ground`` (the ground-plane scale: ``mode``
   metric / relative, ``camera_height``, keyframes evaluated, planes found), ``interrupted``
   (``null``, or ``"SIGINT"`` / ``"SIGTERM"`` when the run was stopped: the files then hold the
-  frames done so far) and ``warnings`` (e.g. unreadable frames that were skipped).
+  frames done so far), ``warnings`` (e.g. unreadable frames that were skipped) and ``loops`` (the loop
+  closure: keyframes described, proposals, verified, accepted; per loop the frame pair ``query`` /
+  ``candidate``, its inliers, scale drift and the correction it made; the pose graph; seconds; ``null``
+  with ``--no-loop`` or ``--refine none``). Poses, points and tracks are the loop-corrected ones.
 - ``points.npz``: triangulated points of every pair in world coordinates: ``frame (M,)`` index
   of the first frame of the pair, ``xyz (M,3)``, ``xy (M,2)`` pixel in that frame, ``rgb (M,3)``,
   ``xy2 (M,2)`` pixel in the next frame (the pair's inlier correspondence ``xy -> xy2``).
@@ -52,7 +56,7 @@ from trianflow.io.point_store import write_npz
 from trianflow.io.trajectory import read_trajectory, write_kitti, write_tum
 
 FRAME_FIELDS = ("index", "timestamp", "status", "ref", "matches", "inliers", "triangulated", "shared", "scale",
-                "rot_deg", "trans", "seconds", "reason", "ground_height", "scale_source")
+                "rot_deg", "trans", "seconds", "reason", "ground_height", "scale_source", "loop")
 
 
 @dataclass
@@ -124,6 +128,7 @@ def save_run(run_dir, result, seq, extra: Optional[dict] = None) -> Path:
     }
     if mapping is not None:
         meta["refine"] = mapping["summary"]
+    meta["loops"] = getattr(result, "loops", None)
     if extra:
         meta.update(extra)
     write_json(run_dir / "run.json", meta)

@@ -40,6 +40,18 @@ def test_vo_writes_all_outputs(syn_folder, tmp_path, capsys):
     assert {"config", "timings", "trianflow_version", "evaluation"} <= set(meta)
     with np.load(out / "points.npz") as z:
         assert z["xyz"].shape[1] == 3 and len(z["xyz"]) == len(z["rgb"])
+    # loop closure is on by default (6 frames: nothing old enough to revisit)
+    assert meta["loops"]["accepted"] == 0 and meta["loops"]["keyframes"] >= 2
+    assert all(r["loop"] == "-1" for r in rows)
+    assert "loop closure: 0 loop(s) accepted" in text
+
+
+def test_vo_no_loop(syn_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["vo", str(syn_folder), "--out", str(out), "--no-progress", "--no-loop"]) == 0
+    assert "loop closure" not in capsys.readouterr().out
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["loops"] is None and meta["config"]["loop"] == "off"
 
 
 def test_vo_image_folder_with_intrinsics_and_max_frames(syn_folder, tmp_path):

@@ -40,6 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument("--no-ground-scale", action="store_true",
                    help="with --refine ba and no --camera-height: do not hold the camera height above a visible "
                    "ground constant (the scale then comes from the map alone)")
+    p.add_argument("--no-loop", action="store_true",
+                   help="no loop closure (default with --refine ba: keyframes that revisit an earlier place are "
+                   "recognised, verified and the trajectory is corrected by a Sim(3) pose graph)")
     p.add_argument("--strict", action="store_true",
                    help="stop with an error at an unreadable frame (default: skip it, bridged like a black frame)")
     p.add_argument("--refine-intrinsics", action="store_true",
@@ -112,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
                    refine=args.refine, ba_window=args.ba_window, ba_refine_intrinsics=args.refine_intrinsics,
                    num_samples=args.samples, seed=args.seed, device=_device(args.device),
                    camera_height=camera_height, ground_scale="off" if args.no_ground_scale else "auto",
-                   skip_unreadable=not args.strict, threads=args.threads)
+                   skip_unreadable=not args.strict, threads=args.threads,
+                   loop="off" if args.no_loop else "auto")
     flow_fn = depth_fn = None
     if args.flow or args.depth:
         from trianflow.inference import load_depth_fn, load_flow_fn
@@ -156,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
                 map_xyz, map_rgb = result.mapping["map"]["xyz"], result.mapping["map"]["rgb"]
         if map_xyz is None and result.points is not None:
             map_xyz, map_rgb = result.points["xyz"], result.points["rgb"]
-        recorder.finish(result.poses, map_xyz, map_rgb, kfs)
+        loops = [(lp["query"], lp["candidate"]) for lp in (result.loops or {}).get("loops", [])]
+        recorder.finish(result.poses, map_xyz, map_rgb, kfs, loops=loops)
     extra = {"interrupted": result.interrupted, "warnings": result.warnings, "threads": result.timings["threads"]}
     if fov is not None:
         extra["fov_deg"] = fov  # the intrinsics came from --fov (run.json "intrinsics" holds that K)
@@ -206,6 +211,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             what = "drift held by a constant height above the ground"
         print(f"ground plane: found at {g['planes_found']} of {g['evaluated']} evaluated frames ({what})")
+    if result.loops is not None:
+        print(_loop_line(result.loops))
     print(f"wrote {out}/{written}")
     if recorder is not None:
         print("viewer: streamed to the Rerun viewer" if viz_mode == "spawn" else
@@ -296,3 +303,16 @@ def _evaluate(result, seq, gt_path, stereo: bool):
     d = m.to_dict()
     return {k: d[k] for k in ("ape_rmse", "ape_mean", "rpe_trans_rmse", "rpe_rot_rmse", "kitti_t_err",
                               "kitti_r_err", "align", "scale", "path_length") if k in d}
+
+
+def _loop_line(loops: dict) -> str:
+    """One line on the loop closure of a run (``VOResult.loops``)."""
+    head = (f"loop closure: {loops['accepted']} loop(s) accepted ({loops['verified']} verified of "
+            f"{loops['proposals']} proposals over {loops['keyframes']} keyframes, {loops['seconds']:.1f} s)")
+    if not loops["accepted"]:
+        return head
+    pairs = [(lp["query"], lp["candidate"]) for lp in loops["loops"]]
+    span = f"frames {min(q for q, _ in pairs)}-{max(q for q, _ in pairs)} <-> {min(c for _, c in pairs)}-" \
+           f"{max(c for _, c in pairs)}"
+    return f"{head}: {span}, largest correction {loops['max_correction']:.3g} (trajectory units)"
+

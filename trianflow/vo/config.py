@@ -54,6 +54,8 @@ class VOConfig:
     ground_scale: str = "auto"  # "auto": refine="ba" monocular runs hold the height above a visible ground constant
     ground_window: int = 41  # frames in the running median of the ground heights
     skip_unreadable: bool = True  # an unreadable frame is bridged (status "unreadable"); False: InputError
+    loop: str = "auto"  # loop closure (trianflow.loop): "auto" = on with refine="ba", "off" (--no-loop)
+    loop_min_gap: int = 100  # a loop pairs keyframes at least this many frames apart (the recent past is skipped)
 
 
 @dataclass
@@ -75,6 +77,7 @@ class FrameInfo:
     reason: str = ""
     ground_height: float = float("nan")  # camera height above the ground plane fitted here (map units, before scaling)
     scale_source: str = ""  # "ground" (a plane at this frame's keyframe set its scale) or "chained"
+    loop: int = -1  # the older keyframe this keyframe closed a loop with (-1: none)
 
 
 @dataclass
@@ -92,6 +95,8 @@ class VOResult:
     ground: Optional[dict] = None  # ground-plane scale: mode, camera_height, keyframes evaluated, planes found
     interrupted: Optional[str] = None  # why the run stopped early (e.g. "SIGTERM"); frames holds those done
     warnings: List[str] = field(default_factory=list)  # user-facing warnings (unreadable frames, no ground, ...)
+    loops: Optional[dict] = None  # loop closure: proposals, verified, accepted, the loops (frame pairs, inliers,
+    # correction), seconds; None when it was off
 
     def status_counts(self) -> dict:
         out: dict = {}
@@ -125,6 +130,8 @@ def validate_config(cfg: VOConfig) -> None:
 
     if cfg.refine not in ("none", "ba"):
         raise InputError(f"VOConfig.refine={cfg.refine!r}: use 'none' or 'ba'")
+    if cfg.loop not in ("auto", "off"):
+        raise InputError(f"VOConfig.loop={cfg.loop!r}: use 'auto' or 'off'")
     if cfg.ground_scale not in ("auto", "off"):
         raise InputError(f"VOConfig.ground_scale={cfg.ground_scale!r}: use 'auto' or 'off'")
     h = cfg.camera_height

@@ -19,7 +19,7 @@ from trianflow.vo.config import VOConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GroundCollector", "apply_ground_scale", "move_points"]
+__all__ = ["GroundCollector", "apply_ground_scale", "move_points", "move_run_points"]
 
 
 class GroundCollector:
@@ -131,24 +131,37 @@ def apply_ground_scale(poses, fits, frames, cfg: VOConfig, points, mapping, warn
     new = rescale_trajectory(poses, factors)
     summary["median_height"] = float(np.nanmedian(heights))
     summary["factor_min"], summary["factor_max"] = float(factors.min()), float(factors.max())
-    if isinstance(points, SpilledPoints):  # a long run's points on disk: moved chunk by chunk
-        points.move_xyz(lambda fr, xyz: move_points(xyz, np.clip(fr.astype(np.int64), 0, n - 1), poses, new, factors))
-    elif points is not None and len(points["xyz"]):
-        r = np.clip(points["frame"].astype(np.int64), 0, n - 1)
-        points["xyz"] = move_points(points["xyz"], r, poses, new, factors).astype(points["xyz"].dtype)
-    if mapping is not None and len(mapping["map"]["xyz"]):
-        m = mapping["map"]
-        first = np.full(len(m["xyz"]), n - 1, np.int64)
-        np.minimum.at(first, m["obs_point"], m["obs_frame"])
-        m["xyz"] = move_points(m["xyz"], np.clip(first, 0, n - 1), poses, new, factors)
+    move_run_points(points, mapping, poses, new, factors)
     return new, summary
 
 
 def move_points(X: np.ndarray, ref: np.ndarray, old: np.ndarray, new: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """World points ``X (M,3)`` seen from frames ``ref (M,)``: kept at the same place relative to
-    that camera, with distances scaled by its factor (``old``/``new`` ``(N,4,4)`` poses)."""
+    that camera, with distances scaled by its factor (``old``/``new`` ``(N,4,4)`` poses; where a
+    camera turned, its points turn with it)."""
     X = np.asarray(X, dtype=np.float64)
     c_old, c_new = old[ref, :3, 3], new[ref, :3, 3]
-    return c_new + factors[ref, None] * (X - c_old)
+    d = X - c_old
+    turn = np.einsum("nij,nkj->nik", new[:, :3, :3], old[:, :3, :3])  # R_new R_old^T per frame
+    if not np.allclose(turn, np.eye(3), atol=1e-12):
+        d = np.einsum("nij,nj->ni", turn[ref], d)
+    return c_new + factors[ref, None] * d
+
+
+def move_run_points(points, mapping, old: np.ndarray, new: np.ndarray, factors: np.ndarray) -> None:
+    """Move a run's points in place from the poses ``old`` to ``new`` ``(N,4,4)`` (see :func:`move_points`):
+    the pairs' points (a dict, or :class:`~trianflow.io.point_store.SpilledPoints` moved chunk by chunk) by
+    the frame that triangulated them, the map's points by the first keyframe that observes them."""
+    n = len(new)
+    if isinstance(points, SpilledPoints):  # a long run's points on disk: moved chunk by chunk
+        points.move_xyz(lambda fr, xyz: move_points(xyz, np.clip(fr.astype(np.int64), 0, n - 1), old, new, factors))
+    elif points is not None and len(points["xyz"]):
+        r = np.clip(points["frame"].astype(np.int64), 0, n - 1)
+        points["xyz"] = move_points(points["xyz"], r, old, new, factors).astype(points["xyz"].dtype)
+    if mapping is not None and len(mapping["map"]["xyz"]):
+        m = mapping["map"]
+        first = np.full(len(m["xyz"]), n - 1, np.int64)
+        np.minimum.at(first, m["obs_point"], m["obs_frame"])
+        m["xyz"] = move_points(m["xyz"], np.clip(first, 0, n - 1), old, new, factors)
 
 

@@ -64,6 +64,11 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
         ahead = DISFlow(prefetched.flow_fn.preset)
     pipe = FramePipeline(seq, cfg, warnings, enabled=plan.pipeline, ahead_flow=ahead, prefetched=prefetched,
                          prepare=vo.two_view.prepare, offer=vo.two_view.offer)
+    places = None
+    if cfg.loop == "auto" and vo.mapper is not None:
+        from trianflow.loop import PlaceConfig, PlaceDatabase
+
+        places = PlaceDatabase(PlaceConfig(min_gap_frames=cfg.loop_min_gap))
     t_start = time.perf_counter()
     with applied_threads(plan):
         for i, img, right in pipe:
@@ -77,6 +82,8 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
             for j, revised in vo.pop_corrections().items():
                 poses[j] = revised
             frames.append(info)
+            if places is not None and img is not None and vo.mapper.is_keyframe(i):
+                places.add(i, img)
             if progress is not None:
                 progress(info)
             if observer is not None:
@@ -118,12 +125,30 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
     fits = vo.ground.fits(vo.mapper)
     if fits is not None:
         poses, ground = apply_ground_scale(poses, fits, frames, cfg, points, mapping, warnings)
+    loops = None
+    if places is not None:
+        poses, loops = _close_loops(poses, places, K, frames, points, mapping)
+        timings["loop_s"] = loops["seconds"]
     total += time.perf_counter() - t_fin
     timings["total_s"] = total
     timings["fps"] = n / total if total > 0 else float("nan")
     return VOResult(poses=poses, timestamps=np.asarray(seq.timestamps[:n], dtype=np.float64), frames=frames,
                     K=K, config=cfg, timings=timings, points=points, mapping=mapping, ground=ground,
-                    interrupted=interrupted, warnings=warnings)
+                    interrupted=interrupted, warnings=warnings, loops=loops)
+
+
+def _close_loops(poses, places, K, frames, points, mapping):
+    """Loop closure on the finished trajectory (:func:`trianflow.loop.close_loops`): the corrected poses,
+    the points moved with them, ``FrameInfo.loop`` set at the loops' keyframes; returns ``(poses, summary)``."""
+    from trianflow.loop import LoopConfig, close_loops
+    from trianflow.vo.ground import move_run_points
+
+    res = close_loops(poses, places, K, LoopConfig(places=places.cfg))
+    if res.loops:
+        move_run_points(points, mapping, poses, res.poses, res.scale)
+        for e in res.loops:
+            frames[e.query].loop = e.candidate
+    return res.poses, res.summary
 
 
 def _orthonormalize(poses: np.ndarray) -> np.ndarray:
