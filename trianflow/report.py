@@ -163,14 +163,22 @@ def _is_tum(path) -> bool:
 # ------------------------------------------------------------------------------------------------
 # figures
 # ------------------------------------------------------------------------------------------------
+def run_loops(run: RunData) -> List[tuple]:
+    """The loop closures of a run, ``[(query frame, candidate frame)]`` (empty without any)."""
+    loops = run.meta.get("loops") or {}
+    return [(int(lp["query"]), int(lp["candidate"])) for lp in loops.get("loops", [])]
+
+
 def _trajectory_figure(data: ReportData):
     run = data.run
+    loops = run_loops(run)
     if data.metrics_arrays is not None:
         a = data.metrics_arrays
         titles = (f"top view ({data.metrics['align']}-aligned estimate, coloured by APE)", "APE along the path")
+        same = len(a["est_xyz"]) == len(run.poses)  # frame indices address the evaluated poses
         return trajectory_error_figure(a["gt_xyz"], a["est_xyz"], a["ape"], axes=ground_plane_axes(a["gt_poses"]),
-                                       titles=titles, size=(13.0, 5.0))
-    return trajectory_top_view_figure(run.poses[:, :3, 3], axes=ground_plane_axes(run.poses))
+                                       titles=titles, size=(13.0, 5.0), loops=loops if same else None)
+    return trajectory_top_view_figure(run.poses[:, :3, 3], axes=ground_plane_axes(run.poses), loops=loops)
 
 
 def _frames_figure(data: ReportData):
@@ -291,6 +299,14 @@ def _rows(data: ReportData) -> List[tuple]:
                      f"{(ref.get('mean_error_px') or float('nan')):.3f} px"
                      + (f"; final adjustment {final.get('points', 0)} points, {final.get('seconds', 0):.1f} s"
                         if final.get("adjusted") else "")))
+    loops = meta.get("loops")
+    if isinstance(loops, dict):
+        pairs = ", ".join(f"{lp['query']}↔{lp['candidate']}" for lp in loops.get("loops", [])[:12])
+        more = len(loops.get("loops", [])) - 12
+        rows.append(("loop closure", f"{loops.get('accepted', 0)} accepted of {loops.get('verified', 0)} verified "
+                     f"({loops.get('proposals', 0)} proposals), {loops.get('seconds', 0):.1f} s"
+                     + (f"; frames {pairs}" + (f" and {more} more" if more > 0 else "")
+                        + f"; largest correction {loops.get('max_correction', 0):.3g}" if pairs else "")))
     if run.tracks is not None:
         rows.append(("map (tracks.npz)",
                      f"{len(run.tracks['xyz'])} points, {len(run.tracks['obs_point'])} observations"))

@@ -87,3 +87,23 @@ def test_report_bad_input(run, tmp_path, capsys):
     assert rc == 2 and err.startswith("error: ") and "Traceback" not in err
     rc = main(["report", str(run["run"]), "--out", str(tmp_path)])
     assert rc == 2 and "is a folder" in capsys.readouterr().err
+
+
+def test_report_lists_and_draws_loop_closures(run, tmp_path):
+    from trianflow.report import _trajectory_figure, collect_report, run_loops
+
+    run2 = tmp_path / "run_loop"
+    shutil.copytree(run["run"], run2)
+    meta = json.loads((run2 / "run.json").read_text())
+    assert meta["loops"]["accepted"] == 0  # the default ran the loop closure; 8 frames hold no revisit
+    meta["loops"] = {**meta["loops"], "accepted": 1, "verified": 2, "max_correction": 0.25,
+                     "loops": [{"query": 7, "candidate": 1, "inliers": 120}]}
+    (run2 / "run.json").write_text(json.dumps(meta))
+    data = collect_report(run2)
+    assert run_loops(data.run) == [(7, 1)]
+    ax = _trajectory_figure(data).axes[0]
+    assert any(ln.get_label().startswith("loop closures (1)") for ln in ax.get_lines())
+    html = tmp_path / "r.html"
+    assert main(["report", str(run2), "--out", str(html), "--frames", "0"]) == 0
+    text = html.read_text()
+    assert "loop closure" in text and "7\u21941" in text

@@ -161,3 +161,18 @@ def test_view_of_a_pair_by_pair_run(syn_folder, tmp_path):
     assert rec["/world/camera"] == list(range(N)) and rec["/world/map"] == [N - 1]
     assert "/world/keyframes" not in rec
     assert main(["view", str(out), "--save", str(tmp_path / "v.txt")]) == 2
+
+
+def test_view_draws_the_loop_edges(viz_run, tmp_path):
+    import json
+    import shutil
+
+    run = tmp_path / "loop"
+    shutil.copytree(viz_run, run)
+    meta = json.loads((run / "run.json").read_text())
+    assert "/world/loops" not in read_recording(viz_run / "recording.rrd")  # no loop in the short run
+    meta["loops"] = {**(meta["loops"] or {}), "loops": [{"query": N - 1, "candidate": 0}]}
+    (run / "run.json").write_text(json.dumps(meta))
+    out = tmp_path / "v.rrd"
+    assert main(["view", str(run), "--save", str(out), "--no-images"]) == 0
+    assert "/world/loops" in read_recording(out)

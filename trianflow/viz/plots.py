@@ -118,9 +118,11 @@ def plot_top_view(
     axes: Optional[tuple[int, int]] = None,
     cmap: str = "viridis",
     error_label: str = "APE (m)",
+    loops: Optional[Sequence[tuple]] = None,
 ):
     """Draw a top view on ``ax``: GT ``(N,3)`` as a dashed line, the estimate ``(M,3)`` coloured
-    by ``errors (M,)`` (or a plain line without errors). Returns the colour mappable or None.
+    by ``errors (M,)`` (or a plain line without errors), and ``loops`` (pairs of indices into the
+    estimate: the frames a loop closure matched) as magenta edges. Returns the colour mappable or None.
 
     ``axes`` selects the plotted coordinates (default :func:`top_view_axes` of GT, else of the
     estimate). The aspect ratio is equal, start and end of the estimate are marked.
@@ -149,6 +151,10 @@ def plot_top_view(
         ax.figure.colorbar(lc, ax=ax, label=error_label, shrink=0.85)
     else:
         ax.plot(est[:, i], est[:, j], "-", color="tab:blue", lw=1.5, label="estimate")
+    pairs = [(int(a), int(b)) for a, b in (loops or ()) if 0 <= int(a) < len(est) and 0 <= int(b) < len(est)]
+    for k, (a, b) in enumerate(pairs):
+        ax.plot([est[a, i], est[b, i]], [est[a, j], est[b, j]], "o-", color="magenta", lw=1.2, ms=3, alpha=0.8,
+                label=f"loop closures ({len(pairs)})" if k == 0 else None)
     ax.plot(est[0, i], est[0, j], "o", color="tab:green", ms=6, label="start")
     ax.plot(est[-1, i], est[-1, j], "s", color="tab:red", ms=6, label="end")
     ax.set_xlabel(f"{AXIS_NAMES[i]} (m)")
@@ -220,6 +226,7 @@ def trajectory_error_figure(
     error_label: str = "APE (m)",
     titles: Sequence[str] = ("top view (estimate coloured by error)", "error along the path"),
     size: tuple[float, float] = (13.0, 5.5),
+    loops: Optional[Sequence[tuple]] = None,
 ):
     """Two-panel figure: top view of GT ``(N,3)`` vs the (aligned) estimate ``(N,3)`` coloured by
     ``errors (N,)`` (plane ``axes``, default :func:`top_view_axes`), and the error along the GT path.
@@ -237,7 +244,7 @@ def trajectory_error_figure(
     fig = new_figure(*size)
     ax1 = fig.add_subplot(1, 2, 1)
     ax2 = fig.add_subplot(1, 2, 2)
-    plot_top_view(ax1, gt, est, err, axes=axes, error_label=error_label)
+    plot_top_view(ax1, gt, est, err, axes=axes, error_label=error_label, loops=loops)
     ax1.set_title(titles[0])
     plot_error_along_path(ax2, distance_along(gt), err, label=error_label)
     ax2.set_title(titles[1])
@@ -265,11 +272,13 @@ def plot_trajectory_report(
 
 
 def trajectory_top_view_figure(est_xyz: np.ndarray, axes: Optional[tuple[int, int]] = None,
-                               title: str = "top view of the estimate (no ground truth)"):
-    """One-panel top view of an estimated path ``(N,3)`` without ground truth."""
+                               title: str = "top view of the estimate (no ground truth)",
+                               loops: Optional[Sequence[tuple]] = None):
+    """One-panel top view of an estimated path ``(N,3)`` without ground truth (``loops``: see
+    :func:`plot_top_view`)."""
     fig = new_figure(7.0, 5.0)
     ax = fig.add_subplot(1, 1, 1)
-    plot_top_view(ax, None, est_xyz, axes=axes)
+    plot_top_view(ax, None, est_xyz, axes=axes, loops=loops)
     ax.set_title(title)
     return fig
 

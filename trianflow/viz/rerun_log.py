@@ -369,10 +369,12 @@ class VORecorder:
 
     # -- end ----------------------------------------------------------------------------------
     def finish(self, poses: Optional[np.ndarray] = None, map_xyz: Optional[np.ndarray] = None,
-               map_rgb: Optional[np.ndarray] = None, keyframes: Optional[Sequence[int]] = None) -> Optional[Path]:
-        """Log the final trajectory ``poses (N,4,4)`` (after bundle adjustment / ground scale), the
-        final map and keyframes at the last frame, close the stream and move the ``.rrd`` into
-        place. Returns the file written (None when streaming to a viewer)."""
+               map_rgb: Optional[np.ndarray] = None, keyframes: Optional[Sequence[int]] = None,
+               loops: Optional[Sequence[tuple]] = None) -> Optional[Path]:
+        """Log the final trajectory ``poses (N,4,4)`` (after bundle adjustment / ground scale / loop
+        closure), the final map, keyframes and loop edges (``loops``: ``(query, candidate)`` frame pairs,
+        drawn as orange segments between the two cameras) at the last frame, close the stream and move
+        the ``.rrd`` into place. Returns the file written (None when streaming to a viewer)."""
         if self._closed:
             return self.path
         rr, rec = self.rr, self.rec
@@ -390,6 +392,10 @@ class VORecorder:
                 kf = np.asarray([k for k in keyframes if 0 <= k < len(poses)], np.int64)
                 rec.log("world/keyframes", rr.Points3D(c[kf].astype(np.float32), colors=[[255, 60, 200]],
                                                        radii=rr.Radius.ui_points(4.0)))
+            pairs = [(int(a), int(b)) for a, b in (loops or ()) if 0 <= int(a) < len(c) and 0 <= int(b) < len(c)]
+            if pairs:
+                segs = [np.stack([c[a], c[b]]).astype(np.float32) for a, b in pairs]
+                rec.log("world/loops", rr.LineStrips3D(segs, colors=[[255, 140, 0]]))
             if map_xyz is not None and len(map_xyz):
                 xyz = np.asarray(map_xyz, np.float32)
                 rgb = None if map_rgb is None else np.asarray(map_rgb, np.uint8)
@@ -471,7 +477,8 @@ def record_run_dir(run, *, save_path=None, spawn: bool = False, gt_poses: Option
             map_xyz, map_rgb = run.tracks["xyz"], run.tracks.get("rgb")
         elif pts is not None and len(pts.get("xyz", [])):
             map_xyz, map_rgb = pts["xyz"], pts.get("rgb")
-        return rec.finish(run.poses, map_xyz, map_rgb, sorted(kf))
+        loops = [(int(lp["query"]), int(lp["candidate"])) for lp in (meta.get("loops") or {}).get("loops", [])]
+        return rec.finish(run.poses, map_xyz, map_rgb, sorted(kf), loops=loops)
     except BaseException:
         rec.close(keep=False)
         raise
