@@ -73,3 +73,16 @@ def test_bench_rotation_on_the_kitti_snippet(tmp_path):
         assert iv["ours_vs_pycolmap"] < 0.15
         assert iv["ours_vs_gt"] > 2 * iv["ours_vs_pycolmap"] and iv["pycolmap_vs_gt"] > 2 * iv["ours_vs_pycolmap"]
     assert out["mean_ours_vs_pycolmap"] >= 0.0 and out["trianflow_seconds"] > 0
+
+
+@pytest.mark.skipif(not SNIPPET.is_dir(), reason="needs ../shared/data/kitti_odom_straight")
+def test_bench_loop_runs_both_modes(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    tool = _load("bench_loop")
+    assert tool.main([str(SNIPPET), "--max-frames", "12"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["frames"] == 12 and out["flags"] == "--max-frames 12"
+    d, n = out["default"], out["no_loop"]
+    assert d["loop"]["accepted"] == 0 and d["loop"]["loops"] == [] and 0 <= d["loop"]["share_of_run"] < 1
+    assert "loop" not in n
+    assert d["ate_rmse"] == n["ate_rmse"]  # no loop: the same trajectory

@@ -10,7 +10,8 @@ Each row: ``sequence``, ``replay``, ``frames``, ``flags``, ``ate_pct`` (Sim3-ali
 path; ``null`` without ground truth), ``t_err`` / ``r_err`` (KITTI drift in % and deg/100 m over the
 100-800 m segments that fit the path, ``null`` on shorter paths), ``fps`` (frames/s of the VO as
 ``run.json`` records it, image reading included), ``seconds``, ``status`` counts, ``ground`` (frames
-whose scale the ground plane set / frames evaluated, where the ground scale ran) and, with
+whose scale the ground plane set / frames evaluated, where the ground scale ran),
+``loops`` (loops the loop closure accepted, where it ran) and, with
 ``--camera-height`` or ``--stereo`` among the options, ``se3_ate_pct`` and ``length_ratio`` (path length
 without scale alignment / GT).
 
@@ -101,6 +102,8 @@ def run_row(src: Path, replay: str, flags: list, tmp: Path) -> dict:
         with open(out / "frames.csv", newline="") as fh:
             sources = [r.get("scale_source", "") for r in csv.DictReader(fh)]
         row["ground"] = f"{sum(s == 'ground' for s in sources)}/{len(sources)}"
+    if run.get("loops") is not None:  # loop closure ran (the default with --refine ba)
+        row["loops"] = run["loops"]["accepted"]
     vseq = open_sequence(str(folder), intrinsics=extra[1] if extra else None)
     row.update({"ate_pct": None, "t_err": None, "r_err": None})
     if vseq.gt_poses is not None:
@@ -154,7 +157,7 @@ def _fmt(v, nd=2):
 
 def markdown(rows: list) -> str:
     """The rows as a Markdown table."""
-    head = ("sequence", "replay", "frames", "ATE %", "t_err %", "r_err °/100 m", "frames/s", "ground",
+    head = ("sequence", "replay", "frames", "ATE %", "t_err %", "r_err °/100 m", "frames/s", "ground", "loops",
             "pycolmap ATE %", "pycolmap r_err", "× pycolmap speed")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -166,7 +169,7 @@ def markdown(rows: list) -> str:
             ate += f" (SE3 {_fmt(r['se3_ate_pct'])}, length {_fmt(r['length_ratio'], 3)})"
         lines.append("| " + " | ".join([
             r["sequence"], r["replay"], str(r["frames"]), ate, _fmt(r.get("t_err")), _fmt(r.get("r_err"), 3),
-            _fmt(r.get("fps"), 1), r.get("ground", "–"), _fmt(r.get("colmap_ate_pct")),
+            _fmt(r.get("fps"), 1), r.get("ground", "–"), _fmt(r.get("loops")), _fmt(r.get("colmap_ate_pct")),
             _fmt(r.get("colmap_r_err"), 3), _fmt(r.get("speedup"), 1)]) + " |")
     return "\n".join(lines)
 

@@ -40,6 +40,7 @@ STAGES = {
     "mapper": [("mapping/local_mapper.py", "process")],
     "bundle_adjustment": [("mapping/window_ba.py", "adjust_window")],
     "ground": [("vo/ground.py", "apply_ground_scale"), ("mapping/local_mapper.py", "keyframe_ground")],
+    "loop_closure": [("loop/places.py", "add"), ("loop/closure.py", "close_loops")],
     "read_decode": [("vo/pipeline.py", "read_frame"), ("vo/run.py", "_read_frame")],
     "write_outputs": [("trianflow/run_dir.py", "save_run")],
     "run_vo": [("vo/run.py", "run_vo")],
