@@ -42,8 +42,11 @@ class LoopConfig:
     confirm_keyframes: int = 10  # a loop needs a second verified loop within this many keyframes at both ends
     max_verifications: int = 400  # proposals verified at most (best appearance scores first)
     loop_weight: float = 1.0  # weight of a loop edge relative to an odometry edge
-    rot_weight: float = 1.0  # pose-graph weights: rotation (rad), translation (per typical step) = 1, log scale
-    scale_weight: float = 1.0
+    # pose-graph weights, the inverse noise of an odometry edge relative to its translation (per typical step,
+    # weight 1), measured on kitti_03_first400's default run against its GT: rotation 0.0009 rad, translation
+    # 0.016 of the step, log scale 0.007 per keyframe edge
+    rot_weight: float = 17.0
+    scale_weight: float = 2.0
 
 
 @dataclass
