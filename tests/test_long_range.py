@@ -68,6 +68,22 @@ def test_relative_ground_scale_never_uses_the_pairs_planes_on_the_kitti_snippet(
     assert m.ape_rmse < 0.001 * m.path_length, (m.ape_rmse, m.path_length)
 
 
+def test_ground_flow_finds_the_road_in_the_dense_flow(street):
+    """--ground-flow: keyframes whose map holds no road plane take the plane of the dense flow below them
+    (the synthetic floor is one plane under the cameras); the metric fallback to the pairs' planes where the map
+    has fewer than 3 of its own is unchanged."""
+    base = run_vo(street, VOConfig())
+    res = run_vo(street, VOConfig(ground_flow=True))
+    assert res.ground["flow_planes"] >= 1 and "flow_planes" not in base.ground
+    assert res.ground["planes_found"] > base.ground["planes_found"]
+    for r in (base, res):
+        m = evaluate_trajectory(r.poses, street.gt_poses, align="sim3")
+        assert m.ape_rmse < 0.02 * m.path_length
+    metric = run_vo(street, VOConfig(camera_height=1.5, ground_flow=True))
+    assert metric.ground["flow_planes"] == 0  # the pairs' planes, as without the option
+    assert abs(_path_length(metric.poses) / _path_length(street.gt_poses) - 1) < 0.07
+
+
 def test_camera_height_with_pair_by_pair_vo(street):
     res = run_vo(street, VOConfig(refine="none", camera_height=1.5))
     assert res.ground["planes_found"] > len(street) // 2

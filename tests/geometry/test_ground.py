@@ -92,3 +92,58 @@ def test_rescale_trajectory_scales_steps_keeps_rotations():
     out = rescale_trajectory(poses, np.array([9.0, 2.0, 2.0, 0.5]))
     assert np.allclose(out[:, :3, 3], [[0, 0, 0], [0, 0, 2], [0, 0, 4], [0.5, 0, 4]])
     assert np.allclose(out[:, :3, :3], poses[:, :3, :3])
+
+
+def _plane_flow(K, size, R, t, n, d, noise=0.0, seed=0):
+    """The exact flow of a ground plane n.X + d = 0 (frame 1) under X2 = R X1 + t, ``(H,W,2)``; NaN above
+    the horizon."""
+    H, W = size
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float64)
+    p = np.stack([xs, ys, np.ones_like(xs)], -1) @ np.linalg.inv(K).T
+    depth_den = p @ n  # n.(s p) + d = 0 -> s = -d / (n.p)
+    s = np.where(depth_den < -1e-9, -d / np.minimum(depth_den, -1e-9), np.nan)
+    X = p * s[..., None]
+    X2 = X @ R.T + t
+    q = X2 @ K.T
+    x2 = q[..., :2] / q[..., 2:3]
+    flow = x2 - np.stack([xs, ys], -1)
+    if noise:
+        flow = flow + np.random.default_rng(seed).normal(0, noise, flow.shape)
+    return flow.astype(np.float32)
+
+
+@pytest.mark.parametrize("units", [1.0, 0.02])
+def test_fit_ground_from_flow_recovers_the_height_over_the_step(units):
+    from scipy.spatial.transform import Rotation
+
+    from trianflow.geometry.ground import fit_ground_from_flow
+
+    K = np.array([[700.0, 0, 600], [0, 700, 180], [0, 0, 1]])
+    size = (370, 1220)
+    n = np.array([0.0, -1.0, 0.03])
+    n /= np.linalg.norm(n)  # up, slightly pitched
+    R = Rotation.from_euler("y", 2.0, degrees=True).as_matrix()  # turning while driving
+    t = np.array([0.05, 0.0, -1.0])  # X2 = R X1 + t: forward by 1 (t points back in the new camera)
+    flow = _plane_flow(K, size, R, t, n, 1.65, noise=0.2)
+    g = fit_ground_from_flow(flow, R, t * units, K)
+    assert g.found, g.reason
+    assert g.height == pytest.approx(1.65 * units, rel=0.01)
+    assert np.allclose(g.normal, n, atol=0.02)
+    assert g.inliers > 0.8 * g.candidates
+
+
+def test_fit_ground_from_flow_refuses_what_is_not_one_plane():
+    from trianflow.geometry.ground import fit_ground_from_flow
+
+    K = np.array([[700.0, 0, 600], [0, 700, 180], [0, 0, 1]])
+    size = (370, 1220)
+    R, t = np.eye(3), np.array([0.0, 0.0, -1.0])
+    rng = np.random.default_rng(1)
+    random_flow = rng.normal(0, 5, (size[0], size[1], 2)).astype(np.float32)
+    g = fit_ground_from_flow(random_flow, R, t, K)
+    assert not g.found and "plane" in g.reason
+    flow = _plane_flow(K, size, R, t, np.array([0.0, -1.0, 0.0]), 1.65)
+    g = fit_ground_from_flow(flow, R, np.zeros(3), K)
+    assert not g.found and "translation" in g.reason
+    empty = np.full((size[0], size[1], 2), np.nan, np.float32)
+    assert not fit_ground_from_flow(empty, R, t, K).found

@@ -40,6 +40,10 @@ def add_parser(sub) -> None:
     p.add_argument("--no-ground-scale", action="store_true",
                    help="with --refine ba and no --camera-height: do not hold the camera height above a visible "
                    "ground constant (the scale then comes from the map alone)")
+    p.add_argument("--ground-flow", action="store_true",
+                   help="also find the road plane in the dense flow under keyframes whose map points show none "
+                   "(a rear camera, a road with few tracked points; measured: KITTI 03 reversed t_err 4.6 -> "
+                   "1.35 %%, forwards 0.53 -> 0.79 %%)")
     p.add_argument("--no-loop", action="store_true",
                    help="no loop closure (default with --refine ba: keyframes that revisit an earlier place are "
                    "recognised, verified and the trajectory is corrected by a Sim(3) pose graph)")
@@ -116,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
                    num_samples=args.samples, seed=args.seed, device=_device(args.device),
                    camera_height=camera_height, ground_scale="off" if args.no_ground_scale else "auto",
                    skip_unreadable=not args.strict, threads=args.threads,
-                   loop="off" if args.no_loop else "auto")
+                   loop="off" if args.no_loop else "auto", ground_flow=args.ground_flow)
     flow_fn = depth_fn = None
     if args.flow or args.depth:
         from trianflow.inference import load_depth_fn, load_flow_fn

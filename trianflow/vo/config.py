@@ -53,6 +53,8 @@ class VOConfig:
     camera_height: Optional[float] = None  # metres above the ground: metric monocular scale (see geometry.ground)
     ground_scale: str = "auto"  # "auto": refine="ba" monocular runs hold the height above a visible ground constant
     ground_window: int = 41  # frames in the running median of the ground heights
+    ground_flow: bool = False  # also fit the road plane to the dense flow under keyframes whose map has none
+    # (--ground-flow: a rear camera; kitti_03_first400 reversed t_err 4.6 -> 1.35 %, forwards 0.53 -> 0.79 %)
     skip_unreadable: bool = True  # an unreadable frame is bridged (status "unreadable"); False: InputError
     loop: str = "auto"  # loop closure (trianflow.loop): "auto" = on with refine="ba", "off" (--no-loop)
     loop_min_gap: int = 100  # a loop pairs keyframes at least this many frames apart (the recent past is skipped)

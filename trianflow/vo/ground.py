@@ -27,7 +27,8 @@ class GroundCollector:
 
     Enabled for monocular runs without a DepthNet that have a ``camera_height`` or use the
     default relative ground with the bundle adjustment. The planes of the pairs' triangulated
-    points (:meth:`observe_pair`) are fitted only for the metric scale.
+    points (:meth:`observe_pair`) are fitted only for the metric scale; the planes of the dense
+    flow under the keyframes (:meth:`observe_flow`) only with ``config.ground_flow``.
     """
 
     def __init__(self, config: VOConfig, K: np.ndarray, image_size, depth_fn: Optional[Callable] = None):
@@ -40,6 +41,37 @@ class GroundCollector:
         # frame -> (GroundPlane, the pair's translation length, ref frame), both lengths in the chain units
         # of that moment (their ratio is free of the scale drift)
         self.pair_fits: dict = {}
+        # keyframe -> (GroundPlane of the dense flow to the next frame, the pair's translation length, next frame)
+        self.flow_fits: dict = {}
+        self.use_flow = bool(config.ground_flow)
+        self.flow_used = 0  # keyframes whose plane came from the dense flow (see fits)
+        self.overlap: list = []  # keyframes with both planes: (map height, flow height, step, frame, keyframe)
+        self._flow = None
+
+    def observe_flow(self, keyframe: int, index: int, image_kf: np.ndarray, image: np.ndarray,
+                     rel: np.ndarray) -> None:
+        """The road plane under keyframe ``keyframe`` from the dense flow to frame ``index``
+        (:func:`~trianflow.geometry.ground.fit_ground_from_flow`; DIS ``medium`` on the image's road rows),
+        ``rel (4,4)``: the motion keyframe -> frame in the chain units of that moment. Used where the map
+        finds no plane under the keyframe (a rear camera, a road with few tracked points)."""
+        if not (self.enabled and self.use_flow):
+            return
+        from trianflow.flow_backends import DISFlow
+        from trianflow.geometry.ground import FlowGroundOptions, fit_ground_from_flow
+
+        step = float(np.linalg.norm(rel[:3, 3]))
+        if step <= 1e-12:
+            return
+        if self._flow is None:
+            self._flow = DISFlow("medium")
+        opt = FlowGroundOptions()
+        H, W = image.shape[:2]
+        cy = self.K[1, 2]
+        y0 = int(max(0, np.floor(cy + opt.min_row * max(H - 1 - cy, 1.0)) - 8))
+        flow = np.full((H, W, 2), np.nan, np.float32)
+        flow[y0:] = self._flow.forward(image_kf[y0:], image[y0:])
+        g = fit_ground_from_flow(flow, rel[:3, :3], rel[:3, 3], self.K, opt)
+        self.flow_fits[keyframe] = (g, step, index)
 
     def observe_pair(self, index: int, ref_index: int, X1: np.ndarray, xy1: np.ndarray, step: float) -> None:
         """Fit the plane of one pair's triangulated points ``X1 (M,3)`` (reference camera) seen at
@@ -66,18 +98,37 @@ class GroundCollector:
         (``camera_height``): in the relative mode the pairs' planes are noisier than the drift they
         would remove (KITTI snippet with its untextured road: heights 1.5-2.3 map units from frame to
         frame, ATE 0.15 m with them against 0.022 m with the bundle adjustment's own scale), so the
-        run keeps the chained scale there."""
+        run keeps the chained scale there.
+
+        With ``ground_flow`` a keyframe whose map shows no plane takes the plane of the dense flow to the next
+        frame (:meth:`observe_flow`) where one was found; those heights read a few per cent high (DIS on the
+        near road) and are scaled by their median ratio to the map's planes where both were found
+        (``overlap``, applied in :func:`apply_ground_scale`)."""
         if not self.enabled:
             return None
         pairs = [(f, g, step, ref) for f, (g, step, ref) in sorted(self.pair_fits.items())]
         if mapper is not None:
-            kfs = [(f, g, None, f) for f, g in mapper.keyframe_ground()]
-            if sum(g.found for _, g, _, _ in kfs) >= 3 or not self.per_pair:
+            kfs = []
+            self.overlap = []
+            self.flow_used = 0
+            kg = mapper.keyframe_ground()
+            for f, g in kg:
+                fl = self.flow_fits.get(f)
+                if not g.found and fl is not None and fl[0].found:  # the road's flow where the map has no plane
+                    kfs.append((fl[2], fl[0], fl[1], f))
+                    self.flow_used += 1
+                else:
+                    kfs.append((f, g, None, f))
+                    if g.found and fl is not None and fl[0].found:
+                        self.overlap.append((g.height, fl[0].height, fl[1], fl[2], f))
+            if sum(g.found for _, g in kg) >= 3 or not self.per_pair:  # enough of the map's own planes
                 return kfs
+        self.overlap = []  # the pairs' planes: no flow planes among them
+        self.flow_used = 0
         return pairs
 
 
-def apply_ground_scale(poses, fits, frames, cfg: VOConfig, points, mapping, warnings):
+def apply_ground_scale(poses, fits, frames, cfg: VOConfig, points, mapping, warnings, overlap=()):
     """Scale the trajectory (and the points) so the camera keeps a constant height above the
     ground (metric with ``cfg.camera_height``, else the median height is kept).
 
@@ -87,7 +138,9 @@ def apply_ground_scale(poses, fits, frames, cfg: VOConfig, points, mapping, warn
     trajectory that is the height in the final trajectory's units. The per-frame heights are smoothed
     (:func:`~trianflow.geometry.ground.ground_scale_profile`) and applied to the steps; frames
     without a plane keep the chained scale of their neighbours. Records ``ground_height`` and
-    ``scale_source`` per frame. Returns ``(poses, summary dict)``."""
+    ``scale_source`` per frame. ``overlap``: ``[(map height, flow height, step, frame, keyframe)]`` of the
+    keyframes where both the map and the dense flow found a plane (:attr:`GroundCollector.overlap`); with 3 or
+    more, the flow planes among ``fits`` are scaled by the median ratio. Returns ``(poses, summary dict)``."""
     from trianflow.geometry.ground import ground_scale_profile, rescale_trajectory
 
     n = len(poses)
@@ -95,16 +148,25 @@ def apply_ground_scale(poses, fits, frames, cfg: VOConfig, points, mapping, warn
     kf = np.array([t[0] for t in fits], dtype=np.int64)
     heights = np.full(len(fits), np.nan)
     found = np.zeros(len(fits), bool)
+    def converted(h, step, f, ref):  # a pair's height (units of its step) in the final trajectory's units
+        final_step = float(np.linalg.norm(poses[f, :3, 3] - poses[ref, :3, 3]))
+        return h / step * final_step if step > 1e-12 and final_step > 1e-12 else float("nan")
+
+    # the flow's planes read a little high or low against the map's: scaled by their median ratio where both
+    # were found under one keyframe
+    ratios = [hm / converted(hf, st, f, ref) for hm, hf, st, f, ref in overlap]
+    ratios = [r for r in ratios if np.isfinite(r) and r > 0]
+    flow_gain = float(np.median(ratios)) if len(ratios) >= 3 else 1.0
     for j, (f, g, step, ref) in enumerate(fits):
         if not g.found:
             continue
         if step is None:  # fitted in the final map's units already
             heights[j] = g.height
         else:
-            final_step = float(np.linalg.norm(poses[f, :3, 3] - poses[ref, :3, 3]))
-            if step <= 1e-12 or final_step <= 1e-12:
+            heights[j] = converted(g.height, step, f, ref)
+            if not np.isfinite(heights[j]):
                 continue
-            heights[j] = g.height / step * final_step
+            heights[j] *= flow_gain  # with the map's planes, an entry with a step is a flow plane
         found[j] = True
         frames[f].ground_height = float(g.height)
     summary = {"mode": "metric" if cfg.camera_height is not None else "relative",

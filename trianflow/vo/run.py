@@ -124,7 +124,9 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
     ground = None
     fits = vo.ground.fits(vo.mapper)
     if fits is not None:
-        poses, ground = apply_ground_scale(poses, fits, frames, cfg, points, mapping, warnings)
+        poses, ground = apply_ground_scale(poses, fits, frames, cfg, points, mapping, warnings, vo.ground.overlap)
+        if cfg.ground_flow:
+            ground["flow_planes"] = vo.ground.flow_used  # keyframes whose plane came from the dense flow
     loops = None
     if places is not None:
         poses, loops = _close_loops(poses, places, K, frames, points, mapping)

@@ -154,6 +154,8 @@ class VisualOdometry:
         if self.new_points is not None:
             self.ground.observe_pair(index, st.ref_index, self.new_points[0], self.new_points[1],
                                      float(np.linalg.norm(rel[:3, 3])))
+            if self.mapper is not None and self.mapper.is_keyframe(st.ref_index):
+                self.ground.observe_flow(st.ref_index, index, st.ref_image, image, rel)
         if self.keep_points and self.new_points is not None:
             self._keep_points()
         st.pose_c2w = st.pose_c2w @ np.linalg.inv(rel)
