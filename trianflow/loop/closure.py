@@ -69,16 +69,12 @@ def close_loops(poses: np.ndarray, db: PlaceDatabase, K: np.ndarray, config: Opt
     cfg = config or LoopConfig()
     t0 = time.perf_counter()
     n = len(poses)
-    places = [p for p in db.places if p.frame < n]
-    db_places = db.places
-    db.places = places
+    view = db.before(n)
+    places = view.places
     summary = {"keyframes": len(places), "proposals": 0, "verified": 0, "accepted": 0, "loops": [],
                "describe_s": db.seconds}
-    try:
-        dist = path_length(poses)
-        proposals = db.candidates(dist) if len(places) >= 3 else []
-    finally:
-        db.places = db_places
+    dist = path_length(poses)
+    proposals = view.candidates(dist)
     summary["proposals"] = len(proposals)
     t_search = time.perf_counter()
     proposals = sorted(proposals, key=lambda p: -p[2])[:cfg.max_verifications]

@@ -80,6 +80,13 @@ class PlaceDatabase:
         self.seconds += time.perf_counter() - t0
         return place
 
+    def before(self, n: int) -> "PlaceDatabase":
+        """The places of frames ``< n`` (a view with the same settings; the features are shared)."""
+        out = PlaceDatabase(self.cfg)
+        out.places = [p for p in self.places if p.frame < n]
+        out.seconds = self.seconds
+        return out
+
     def frames(self) -> np.ndarray:
         return np.array([p.frame for p in self.places], dtype=np.int64)
 
