@@ -193,3 +193,33 @@ def test_run_vo_closes_the_loop_end_to_end():
     assert np.median(np.linalg.norm(uv - m["obs_xy"][o], axis=1)) < 2.0
     off = run_vo(seq, VOConfig(loop="off", max_ref_hold=10))
     assert off.loops is None and all(fr.loop == -1 for fr in off.frames)
+
+
+def test_metric_runs_close_loops_in_se3(block_loop):
+    """With fix_scale (stereo, --camera-height) a loop corrects position and heading but keeps the map's scale."""
+    seq, db = block_loop
+    gt = seq.gt_poses
+    est = _drifted(gt, scale_drift=0.0, yaw_drift_deg=0.1)
+    res = close_loops(est, db, seq.K, LoopConfig(places=db.cfg, fix_scale=True))
+    assert res.summary["accepted"] >= 2
+    assert np.allclose(res.scale, 1.0, atol=1e-3)
+    steps = lambda P: np.linalg.norm(np.diff(P[:, :3, 3], axis=0), axis=1)  # noqa: E731
+    assert steps(res.poses).sum() == pytest.approx(steps(est).sum(), rel=0.03)  # about its length (edges bend)
+    se3 = lambda P: evaluate_trajectory(P, gt, align="se3").ape_rmse  # noqa: E731  (metric: no scale alignment)
+    assert se3(res.poses) < 0.75 * se3(est)  # measured 0.56 -> 0.36 m
+
+
+def test_a_lone_verified_loop_is_not_accepted():
+    from trianflow.loop.closure import _confirmed
+    from trianflow.loop.verify import LoopEdge
+
+    def edge(q, c, s=1.0):
+        return LoopEdge(q, c, np.eye(3), np.zeros(3), s, 100, 200, 150, 50)
+
+    assert _confirmed([(50, 5, edge(500, 50))], 10) == []
+    two = [(50, 5, edge(500, 50)), (53, 8, edge(530, 80))]
+    assert [e.query for e in _confirmed(two, 10)] == [500, 530]
+    disagree = [(50, 5, edge(500, 50, 1.0)), (53, 8, edge(530, 80, 1.5))]  # the scale drifts disagree
+    assert _confirmed(disagree, 10) == []
+    far = [(50, 5, edge(500, 50)), (90, 8, edge(900, 80))]  # the second is elsewhere
+    assert _confirmed(far, 10) == []

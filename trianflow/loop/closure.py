@@ -47,6 +47,7 @@ class LoopConfig:
     # 0.016 of the step, log scale 0.007 per keyframe edge
     rot_weight: float = 17.0
     scale_weight: float = 2.0
+    fix_scale: bool = False  # metric runs (stereo, --camera-height): SE(3) loops, the map's scale held
 
 
 @dataclass
@@ -105,11 +106,13 @@ def close_loops(poses: np.ndarray, db: PlaceDatabase, K: np.ndarray, config: Opt
         steps.append(np.linalg.norm(rel[:3, 3]))
     pos = {int(f): i for i, f in enumerate(kf)}
     for e in accepted:
-        S_qc = (np.array([e.scale]), e.R[None], (e.scale * e.t)[None])  # X_q = s (R X_c + t)
+        s_e = 1.0 if cfg.fix_scale else e.scale  # a metric map has no scale drift to correct
+        S_qc = (np.array([s_e]), e.R[None], (s_e * e.t)[None])  # X_q = s (R X_c + t)
         s, R, t = inverse(S_qc)  # measured S_c^-1 S_q
         edges.append(PoseGraphEdge(pos[e.candidate], pos[e.query], Sim3(float(s[0]), R[0], t[0]), cfg.loop_weight))
     new_nodes, graph = optimize_pose_graph(nodes, edges, step=float(np.median(steps)) if steps else 1.0,
-                                            rot_weight=cfg.rot_weight, scale_weight=cfg.scale_weight)
+                                            rot_weight=cfg.rot_weight,
+                                            scale_weight=1e4 if cfg.fix_scale else cfg.scale_weight)
     # every frame follows its keyframe: C = S_new S_old^-1
     old = (np.ones(len(kf)), poses[kf, :3, :3], poses[kf, :3, 3])
     new = (np.array([x.s for x in new_nodes]), np.stack([x.R for x in new_nodes]), np.stack([x.t for x in new_nodes]))

@@ -129,7 +129,7 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
             ground["flow_planes"] = vo.ground.flow_used  # keyframes whose plane came from the dense flow
     loops = None
     if places is not None:
-        poses, loops = _close_loops(poses, places, K, frames, points, mapping)
+        poses, loops = _close_loops(poses, places, K, frames, points, mapping, cfg)
         timings["loop_s"] = loops["seconds"]
     total += time.perf_counter() - t_fin
     timings["total_s"] = total
@@ -139,13 +139,14 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
                     interrupted=interrupted, warnings=warnings, loops=loops)
 
 
-def _close_loops(poses, places, K, frames, points, mapping):
+def _close_loops(poses, places, K, frames, points, mapping, cfg):
     """Loop closure on the finished trajectory (:func:`trianflow.loop.close_loops`): the corrected poses,
     the points moved with them, ``FrameInfo.loop`` set at the loops' keyframes; returns ``(poses, summary)``."""
     from trianflow.loop import LoopConfig, close_loops
     from trianflow.vo.ground import move_run_points
 
-    res = close_loops(poses, places, K, LoopConfig(places=places.cfg))
+    metric = cfg.stereo or cfg.camera_height is not None  # SE(3) loops: the metric scale is held
+    res = close_loops(poses, places, K, LoopConfig(places=places.cfg, fix_scale=metric))
     if res.loops:
         move_run_points(points, mapping, poses, res.poses, res.scale)
         for e in res.loops:
