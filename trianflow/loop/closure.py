@@ -47,7 +47,7 @@ class LoopConfig:
     # 0.016 of the step, log scale 0.007 per keyframe edge
     rot_weight: float = 17.0
     scale_weight: float = 2.0
-    fix_scale: bool = False  # metric runs (stereo, --camera-height): SE(3) loops, the map's scale held
+    fix_scale: bool = False  # stereo runs: SE(3) loops, the map's metric scale held
 
 
 @dataclass

@@ -145,8 +145,9 @@ def _close_loops(poses, places, K, frames, points, mapping, cfg):
     from trianflow.loop import LoopConfig, close_loops
     from trianflow.vo.ground import move_run_points
 
-    metric = cfg.stereo or cfg.camera_height is not None  # SE(3) loops: the metric scale is held
-    res = close_loops(poses, places, K, LoopConfig(places=places.cfg, fix_scale=metric))
+    # stereo: SE(3) loops, the metric scale of every frame is held. --camera-height keeps Sim(3) loops: its
+    # ground-held scale still errs locally (KITTI 00: SE(3) ATE 0.36 % with SE(3) loops, 0.24 % with Sim(3))
+    res = close_loops(poses, places, K, LoopConfig(places=places.cfg, fix_scale=cfg.stereo))
     if res.loops:
         move_run_points(points, mapping, poses, res.poses, res.scale)
         for e in res.loops:
