@@ -65,8 +65,8 @@ class DISFlow:
         return fwd, bwd
 
     def forward(self, img1: np.ndarray, img2: np.ndarray) -> np.ndarray:
-        """The forward flow ``(H,W,2)`` alone (no prior update)."""
-        return self._create(self.preset).calc(to_gray(img1), to_gray(img2), None)
+        """The forward flow ``(H,W,2)`` alone."""
+        return self._fwd.calc(to_gray(img1), to_gray(img2), None)
 
 
 def dis_flow_targets(img1, img2, preset: str = "medium", fb_abs: float = 1.0, fb_rel: float = 0.05):

@@ -35,7 +35,7 @@ import numpy as np
 
 from trianflow.errors import InputError
 from trianflow.io.atomic import atomic_path, write_json, write_text
-from trianflow.run_dir import RunData, load_run
+from trianflow.run_dir import RunData, load_run, loop_pairs
 from trianflow.viz.plots import (correspondence_figure, figure_png, frame_stats_figure, ground_plane_axes,
                                   trajectory_error_figure, trajectory_top_view_figure)
 
@@ -165,8 +165,7 @@ def _is_tum(path) -> bool:
 # ------------------------------------------------------------------------------------------------
 def run_loops(run: RunData) -> List[tuple]:
     """The loop closures of a run, ``[(query frame, candidate frame)]`` (empty without any)."""
-    loops = run.meta.get("loops") or {}
-    return [(int(lp["query"]), int(lp["candidate"])) for lp in loops.get("loops", [])]
+    return loop_pairs(run.meta.get("loops"))
 
 
 def _trajectory_figure(data: ReportData):

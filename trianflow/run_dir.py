@@ -82,6 +82,12 @@ class RunData:
         return [f"{i:06d}.png" for i in range(len(self.poses))]
 
 
+def loop_pairs(loops: Optional[dict]) -> List[tuple]:
+    """The ``(query, candidate)`` frame pairs of a run's loop closure record (``run.json`` ``"loops"``,
+    ``VOResult.loops``); empty when it found none or did not run."""
+    return [(int(lp["query"]), int(lp["candidate"])) for lp in (loops or {}).get("loops", [])]
+
+
 def save_run(run_dir, result, seq, extra: Optional[dict] = None) -> Path:
     """Write a :class:`~trianflow.vo.VOResult` of sequence ``seq`` to ``run_dir``."""
     from trianflow import __version__

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     from trianflow.data import open_sequence
     from trianflow.vo import VOConfig, run_vo
-    from trianflow.run_dir import save_run
+    from trianflow.run_dir import loop_pairs, save_run
 
     viz_mode = None
     if getattr(args, "viz", None):  # before anything else: a missing extra stops the run before any frame
@@ -164,8 +164,7 @@ def run(args: argparse.Namespace) -> int:
                 map_xyz, map_rgb = result.mapping["map"]["xyz"], result.mapping["map"]["rgb"]
         if map_xyz is None and result.points is not None:
             map_xyz, map_rgb = result.points["xyz"], result.points["rgb"]
-        loops = [(lp["query"], lp["candidate"]) for lp in (result.loops or {}).get("loops", [])]
-        recorder.finish(result.poses, map_xyz, map_rgb, kfs, loops=loops)
+        recorder.finish(result.poses, map_xyz, map_rgb, kfs, loops=loop_pairs(result.loops))
     extra = {"interrupted": result.interrupted, "warnings": result.warnings, "threads": result.timings["threads"]}
     if fov is not None:
         extra["fov_deg"] = fov  # the intrinsics came from --fov (run.json "intrinsics" holds that K)
@@ -311,11 +310,13 @@ def _evaluate(result, seq, gt_path, stereo: bool):
 
 def _loop_line(loops: dict) -> str:
     """One line on the loop closure of a run (``VOResult.loops``)."""
+    from trianflow.run_dir import loop_pairs
+
     head = (f"loop closure: {loops['accepted']} loop(s) accepted ({loops['verified']} verified of "
             f"{loops['proposals']} proposals over {loops['keyframes']} keyframes, {loops['seconds']:.1f} s)")
     if not loops["accepted"]:
         return head
-    pairs = [(lp["query"], lp["candidate"]) for lp in loops["loops"]]
+    pairs = loop_pairs(loops)
     span = f"frames {min(q for q, _ in pairs)}-{max(q for q, _ in pairs)} <-> {min(c for _, c in pairs)}-" \
            f"{max(c for _, c in pairs)}"
     return f"{head}: {span}, largest correction {loops['max_correction']:.3g} (trajectory units)"

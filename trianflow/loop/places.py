@@ -13,6 +13,7 @@ A proposal is only a candidate: :func:`trianflow.loop.verify.verify_loop` decide
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -71,8 +72,6 @@ class PlaceDatabase:
 
     def add(self, frame: int, image: np.ndarray) -> Place:
         """Describe keyframe ``frame`` from its image ``(H,W[,3])`` uint8."""
-        import time
-
         t0 = time.perf_counter()
         xy, desc = orb_features(image, self.cfg.n_features)
         place = Place(int(frame), xy, desc)

@@ -1,4 +1,4 @@
-"""A Sim(3) pose graph over keyframes, optimised with SciPy's sparse least squares.
+"""A Sim(3) pose graph over keyframes, optimised by Levenberg-Marquardt on SciPy's sparse solver.
 
 A node is a keyframe's camera-to-world similarity ``S = (s, R, t)``: ``X_w = s R X_c + t``
 (odometry poses enter with ``s = 1``). An edge ``(a, b, M)`` measures ``S_a^-1 S_b`` (maps
@@ -16,6 +16,7 @@ iteration costs ~25 residual evaluations and a graph of 400 keyframes takes well
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import List, Tuple
 
@@ -88,8 +89,6 @@ def optimize_pose_graph(nodes: List[Sim3], edges: List[PoseGraphEdge], step: flo
     so they weigh like the rotation residuals in radians and the log scale). Returns the new nodes
     and a summary (initial / final cost, evaluations, seconds).
     """
-    import time
-
     t0 = time.perf_counter()
     n = len(nodes)
     if n < 2 or not edges:

@@ -477,8 +477,9 @@ def record_run_dir(run, *, save_path=None, spawn: bool = False, gt_poses: Option
             map_xyz, map_rgb = run.tracks["xyz"], run.tracks.get("rgb")
         elif pts is not None and len(pts.get("xyz", [])):
             map_xyz, map_rgb = pts["xyz"], pts.get("rgb")
-        loops = [(int(lp["query"]), int(lp["candidate"])) for lp in (meta.get("loops") or {}).get("loops", [])]
-        return rec.finish(run.poses, map_xyz, map_rgb, sorted(kf), loops=loops)
+        from trianflow.run_dir import loop_pairs
+
+        return rec.finish(run.poses, map_xyz, map_rgb, sorted(kf), loops=loop_pairs(meta.get("loops")))
     except BaseException:
         rec.close(keep=False)
         raise

@@ -148,6 +148,7 @@ def apply_ground_scale(poses, fits, frames, cfg: VOConfig, points, mapping, warn
     kf = np.array([t[0] for t in fits], dtype=np.int64)
     heights = np.full(len(fits), np.nan)
     found = np.zeros(len(fits), bool)
+
     def converted(h, step, f, ref):  # a pair's height (units of its step) in the final trajectory's units
         final_step = float(np.linalg.norm(poses[f, :3, 3] - poses[ref, :3, 3]))
         return h / step * final_step if step > 1e-12 and final_step > 1e-12 else float("nan")
