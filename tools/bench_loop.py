@@ -15,9 +15,6 @@ e.g. KITTI 00 frames 0-1699 (see DEVELOPERS.md for getting it):
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -29,19 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/: the shared h
 import benchlib  # noqa: E402
 
 
-def run_mode(sequence: str, flags: list, gt, tmp: Path) -> dict:
+def run_mode(sequence: str, flags: list, gt, out_dir: Path) -> dict:
     """``trianflow vo SEQUENCE FLAGS`` in this process; its record and accuracy."""
-    from trianflow.cli import main as cli_main
-    from trianflow.io.trajectory import read_trajectory
-
-    out_dir = tmp / ("run_" + str(abs(hash(tuple(flags)))))
-    log = io.StringIO()
-    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        rc = cli_main(["vo", sequence, "--out", str(out_dir), "--no-progress", *flags])
-    if rc != 0:
-        return {"error": f"trianflow vo exit code {rc}: {log.getvalue().strip().splitlines()[-1:]}"}
-    run = json.loads((out_dir / "run.json").read_text())
-    poses = read_trajectory(out_dir / "poses.txt", fmt="kitti")[1]
+    run, poses, error = benchlib.run_cli_vo(sequence, out_dir, flags)
+    if error:
+        return {"error": error}
     t = run["timings"]
     out = {"seconds": t["total_s"], "fps": t["fps"], "status": run["status_counts"]}
     if gt is not None:
@@ -74,8 +63,8 @@ def main(argv=None) -> int:
         flags = ["--max-frames", str(args.max_frames), *flags]
     out = {"sequence": str(args.sequence), "frames": len(seq), "flags": " ".join(flags)}
     with tempfile.TemporaryDirectory() as tmp:
-        out["default"] = run_mode(args.sequence, flags, gt, Path(tmp))
-        out["no_loop"] = run_mode(args.sequence, [*flags, "--no-loop"], gt, Path(tmp))
+        out["default"] = run_mode(args.sequence, flags, gt, Path(tmp) / "default")
+        out["no_loop"] = run_mode(args.sequence, [*flags, "--no-loop"], gt, Path(tmp) / "no_loop")
     benchlib.print_json(out)
     return 0
 

@@ -29,10 +29,8 @@ e.g. ``python tools/bench_vo_suite.py -- --refine none`` for the pair-by-pair VO
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import datetime
-import io
 import json
 import os
 import platform
@@ -79,23 +77,16 @@ def run_row(src: Path, replay: str, flags: list, tmp: Path) -> dict:
     """One row: the replay written, ``trianflow vo`` run on it in this process, its output evaluated."""
     import numpy as np
 
-    from trianflow.cli import main as cli_main
     from trianflow.data import open_sequence
 
     seq = open_sequence(str(src))
     folder, extra, n = replay_folder(src, seq, replay, tmp)
     row = {"sequence": src.name, "replay": replay, "frames": n, "flags": " ".join(flags)}
     out = tmp / f"run_{src.name}_{replay}"
-    log = io.StringIO()
-    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        rc = cli_main(["vo", str(folder), "--out", str(out), "--no-progress", *extra, *flags])
-    if rc != 0:
-        row["error"] = f"trianflow vo exit code {rc}: {log.getvalue().strip().splitlines()[-1:]}"
+    run, est, error = benchlib.run_cli_vo(folder, out, [*extra, *flags])
+    if error:
+        row["error"] = error
         return row
-    run = json.loads((out / "run.json").read_text())
-    from trianflow.io.trajectory import read_trajectory
-
-    est = read_trajectory(out / "poses.txt", fmt="kitti")[1]
     row.update({"fps": run["timings"]["fps"], "seconds": n / max(run["timings"]["fps"], 1e-9),
                 "status": run["status_counts"]})
     if run.get("ground"):

@@ -188,6 +188,23 @@ def vo_config(mode: str, dis_preset: str = "auto", backend: str = "opencv", devi
     return cfg
 
 
+def run_cli_vo(sequence, out_dir: Path, args) -> tuple:
+    """``trianflow vo SEQUENCE --out OUT_DIR --no-progress ARGS`` in this process, its output captured:
+    ``(run.json dict, poses (N,4,4), None)``, or ``(None, None, error line)`` when it exits non-zero."""
+    import io
+
+    from trianflow.cli import main as cli_main
+    from trianflow.io.trajectory import read_trajectory
+
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        rc = cli_main(["vo", str(sequence), "--out", str(out_dir), "--no-progress", *args])
+    if rc != 0:
+        return None, None, f"trianflow vo exit code {rc}: {log.getvalue().strip().splitlines()[-1:]}"
+    run = json.loads((Path(out_dir) / "run.json").read_text())
+    return run, read_trajectory(Path(out_dir) / "poses.txt", fmt="kitti")[1], None
+
+
 def run_timed_vo(seq, cfg, flow_fn=None, depth_fn=None, warmup_frames: int = 3):
     """Run the VO on ``seq`` after a warm-up run on its first ``warmup_frames`` frames (lazy initialisation
     of OpenCV / torch kernels); returns ``(result, seconds)`` of the timed run (image reading included)."""
