@@ -92,6 +92,20 @@ def block_loop():
     return seq, db
 
 
+def test_places_described_in_the_background_equal_the_synchronous_ones(block_loop):
+    seq, db = block_loop
+    bg = PlaceDatabase(db.cfg, background=True)
+    for i in range(0, len(seq), 3):
+        bg.add_later(i, seq.read(i))
+    assert len(bg) == len(db)  # waits for the background thread
+    assert bg.candidates() == db.candidates()
+    bg.add(len(seq), seq.read(0))  # a synchronous add after background ones keeps the order
+    bg.close()
+    assert [p.frame for p in bg.places] == [p.frame for p in db.places] + [len(seq)]
+    for a, b in zip(bg.places, db.places):
+        assert np.array_equal(a.xy, b.xy) and np.array_equal(a.desc, b.desc)
+
+
 def _ate(poses, gt):
     return evaluate_trajectory(poses, gt).ape_rmse
 

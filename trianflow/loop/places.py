@@ -14,6 +14,7 @@ A proposal is only a candidate: :func:`trianflow.loop.verify.verify_loop` decide
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -60,24 +61,68 @@ def orb_features(image: np.ndarray, n_features: int = 1000):
 
 
 class PlaceDatabase:
-    """ORB features of the keyframes (:meth:`add`) and the candidate search (:meth:`candidates`)."""
+    """ORB features of the keyframes (:meth:`add`, or :meth:`add_later` off the caller's thread) and the
+    candidate search (:meth:`candidates`).
 
-    def __init__(self, config: Optional[PlaceConfig] = None):
+    Args:
+        config: :class:`PlaceConfig`.
+        background: describe the images given to :meth:`add_later` on a worker thread (ORB releases the
+            GIL), so that the VO's thread does not wait for them; the places are the same, in the same order.
+    """
+
+    def __init__(self, config: Optional[PlaceConfig] = None, background: bool = False):
         self.cfg = config or PlaceConfig()
-        self.places: List[Place] = []
-        self.seconds = 0.0
+        self._places: List[Place] = []
+        self._pending: list = []  # futures of add_later, in call order
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="places") if background else None
+        self.seconds = 0.0  # time spent describing images (on whichever thread)
+
+    @property
+    def places(self) -> List[Place]:
+        """Every described place, in the order added (waits for the background descriptions)."""
+        self.flush()
+        return self._places
+
+    @places.setter
+    def places(self, value: List[Place]) -> None:
+        self.flush()
+        self._places = list(value)
 
     def __len__(self) -> int:
         return len(self.places)
 
-    def add(self, frame: int, image: np.ndarray) -> Place:
-        """Describe keyframe ``frame`` from its image ``(H,W[,3])`` uint8."""
+    def _describe(self, frame: int, image: np.ndarray) -> Place:
         t0 = time.perf_counter()
         xy, desc = orb_features(image, self.cfg.n_features)
-        place = Place(int(frame), xy, desc)
-        self.places.append(place)
         self.seconds += time.perf_counter() - t0
+        return Place(int(frame), xy, desc)
+
+    def add(self, frame: int, image: np.ndarray) -> Place:
+        """Describe keyframe ``frame`` from its image ``(H,W[,3])`` uint8 now."""
+        self.flush()
+        place = self._describe(frame, image)
+        self._places.append(place)
         return place
+
+    def add_later(self, frame: int, image: np.ndarray) -> None:
+        """Describe keyframe ``frame`` on the background thread (synchronously without one). The caller must
+        not modify ``image`` afterwards."""
+        if self._pool is None:
+            self.add(frame, image)
+        else:
+            self._pending.append(self._pool.submit(self._describe, frame, image))
+
+    def flush(self) -> None:
+        """Wait for the background descriptions and append them in order (their errors are raised here)."""
+        while self._pending:
+            self._places.append(self._pending.pop(0).result())
+
+    def close(self) -> None:
+        """Finish the pending descriptions and stop the background thread."""
+        self.flush()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def before(self, n: int) -> "PlaceDatabase":
         """The places of frames ``< n`` (a view with the same settings; the features are shared)."""

@@ -144,12 +144,13 @@ def bundle_adjust(K: np.ndarray, image_size, poses_w2c: Dict[int, np.ndarray], p
     starts = np.searchsorted(obs_point[by_point], np.arange(len(points) + 1))
     pid = np.zeros(len(points), np.int64)
     TE = pycolmap.TrackElement
-    for j in range(len(points)):
-        rows = by_point[starts[j]:starts[j + 1]]
-        if len(rows) < 2:  # a single observation constrains nothing (and pycolmap refuses it)
-            continue
-        track = pycolmap.Track([TE(image_id[int(obs_frame[r])], int(p2d_idx[r])) for r in rows])
-        pid[j] = rec.add_point3D(points[j], track)
+    # per observation, sorted by point: (image id, point2D index) as Python ints, built once (not per point)
+    frame_to_id = np.zeros(max(frames + [int(obs_frame.max()) if len(obs_frame) else 0]) + 1, np.int64)
+    frame_to_id[frames] = np.arange(1, len(frames) + 1)
+    elements = [TE(a, b) for a, b in zip(frame_to_id[obs_frame[by_point]].tolist(), p2d_idx[by_point].tolist())]
+    bounds = starts.tolist()
+    for j in np.flatnonzero(np.diff(starts) >= 2).tolist():  # one observation constrains nothing (pycolmap refuses it)
+        pid[j] = rec.add_point3D(points[j], pycolmap.Track(elements[bounds[j]:bounds[j + 1]]))
     ba_opts = pycolmap.BundleAdjustmentOptions()
     ba_opts.refine_focal_length = bool(opt.refine_intrinsics)
     ba_opts.refine_principal_point = bool(opt.refine_intrinsics)
@@ -177,9 +178,8 @@ def bundle_adjust(K: np.ndarray, image_size, poses_w2c: Dict[int, np.ndarray], p
     cs = summary.ceres_summary
     out_poses = {f: matrix_from_rigid3d(rec.image(image_id[f]).cam_from_world()) for f in frames}
     out_points = points.copy()
-    for j in range(len(points)):
-        if pid[j] > 0:
-            out_points[j] = rec.point3D(int(pid[j])).xyz
+    for j in np.flatnonzero(pid > 0).tolist():
+        out_points[j] = rec.point3D(int(pid[j])).xyz
     K_out = _K_from_params(rec.camera(1).params) if opt.refine_intrinsics else np.asarray(K, dtype=np.float64).copy()
     errors = reprojection_errors(K_out, out_poses, out_points, obs_point, obs_frame, obs_xy)
     return BAResult(poses_w2c=out_poses, points=out_points, K=K_out, errors=errors,

@@ -68,7 +68,8 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
     if cfg.loop == "auto" and vo.mapper is not None:
         from trianflow.loop import PlaceConfig, PlaceDatabase
 
-        places = PlaceDatabase(PlaceConfig(min_gap_frames=cfg.loop_min_gap))
+        # keyframes are described (ORB) on a thread of their own beside the VO when there are cores for it
+        places = PlaceDatabase(PlaceConfig(min_gap_frames=cfg.loop_min_gap), background=plan.pipeline)
     t_start = time.perf_counter()
     with applied_threads(plan):
         for i, img, right in pipe:
@@ -83,7 +84,7 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
                 poses[j] = revised
             frames.append(info)
             if places is not None and img is not None and vo.mapper.is_keyframe(i):
-                places.add(i, img)
+                places.add_later(i, img)
             if progress is not None:
                 progress(info)
             if observer is not None:
@@ -129,6 +130,7 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
             ground["flow_planes"] = vo.ground.flow_used  # keyframes whose plane came from the dense flow
     loops = None
     if places is not None:
+        places.close()
         poses, loops = _close_loops(poses, places, K, frames, points, mapping, cfg)
         timings["loop_s"] = loops["seconds"]
     total += time.perf_counter() - t_fin
