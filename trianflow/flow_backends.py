@@ -29,8 +29,12 @@ def to_gray(img: np.ndarray) -> np.ndarray:
     """``(H,W,3)`` RGB or ``(H,W)`` gray uint8 -> ``(H,W)`` gray uint8."""
     if img.ndim == 2:
         return img
-    if img.shape[2] == 3 and np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 0], img[..., 2]):
-        return np.ascontiguousarray(img[..., 0])
+    if img.shape[2] == 3:
+        # a grey image stored as RGB (KITTI's grey cameras, TUM's...): its channel, exactly. The planes are
+        # compared with OpenCV (4x faster than np.array_equal on the strided channels)
+        c0, c1, c2 = cv2.split(np.ascontiguousarray(img))
+        if cv2.countNonZero(cv2.absdiff(c0, c1)) == 0 and cv2.countNonZero(cv2.absdiff(c0, c2)) == 0:
+            return c0
     return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
 
 

@@ -5,7 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from trianflow.mapping.tracks import FlowTracks, TrackObservations, bilinear_sample, match_brightness
+from trianflow.flow_backends import to_gray
+from trianflow.mapping.tracks import FlowTracks, TrackObservations, bilinear_sample, image_stats, match_brightness
 
 
 def test_bilinear_sample_is_exact_on_affine_fields():
@@ -121,6 +122,43 @@ def test_match_brightness_maps_mean_and_std():
     out = match_brightness(dark, ref)
     assert abs(out.mean() - ref.mean()) < 1.0 and abs(out.std() - ref.std()) < 1.5
     assert match_brightness(ref, ref) is ref  # nothing to do
+
+
+def test_lucas_kanade_reuses_the_reference_statistics_and_matches_a_fresh_tracker():
+    """The chained LK caches the previous frame's brightness statistics: the same tracks as a tracker
+    that computes them anew at every step (exposure changing along the way)."""
+    h, w = 120, 160
+    base = _texture(h, w, seed=2)
+    frames = [np.clip(np.roll(base, k, axis=1) * g + o, 0, 255).astype(np.uint8)
+              for k, g, o in [(0, 1.0, 0), (1, 0.6, 5), (2, 0.6, 5), (3, 1.2, -10)]]
+    pts = np.stack(np.meshgrid(np.arange(30, 130, 20.0), np.arange(30, 90, 20.0)), -1).reshape(-1, 2)
+    flow = np.zeros((h, w, 2), np.float32)
+    flow[..., 0] = 1.0
+    cached, fresh = FlowTracks((h, w), cell_px=4), FlowTracks((h, w), cell_px=4)
+    cached.spawn(pts)
+    fresh.spawn(pts)
+    for a, b in zip(frames[:-1], frames[1:]):
+        cached.advance(flow, None, a, b)
+        fresh._stats = (None, None)  # forget the cache: statistics computed from the images
+        fresh.advance(flow, None, a, b)
+        assert np.array_equal(cached.ids, fresh.ids) and np.array_equal(cached.xy, fresh.xy)
+    assert len(cached) > 0.8 * len(pts)
+    assert cached._stats[0] is frames[-1]
+    ref, img = frames[0], frames[1]
+    assert np.array_equal(match_brightness(img, ref, image_stats(img), image_stats(ref)), match_brightness(img, ref))
+
+
+def test_to_gray_takes_the_channel_of_grey_rgb_and_converts_colour():
+    rng = np.random.default_rng(3)
+    g = rng.integers(0, 256, (37, 53), dtype=np.uint8)
+    grey_rgb = np.repeat(g[:, :, None], 3, axis=2)
+    out = to_gray(grey_rgb)
+    assert out.flags["C_CONTIGUOUS"] and np.array_equal(out, g)
+    colour = grey_rgb.copy()
+    colour[5, 7, 2] ^= 1  # one blue value differs: a colour image
+    assert np.array_equal(to_gray(colour), cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY))
+    assert np.array_equal(to_gray(grey_rgb[::-1]), g[::-1])  # a view with negative strides
+    assert to_gray(g) is g
 
 
 @pytest.mark.parametrize("bad", [np.array([[np.nan, 3.0]]), np.array([[-5.0, 3.0]])])

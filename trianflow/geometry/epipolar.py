@@ -165,6 +165,12 @@ def decompose_essential(E: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, to
     return R1, R2, t / t.norm(dim=-1, keepdim=True).clamp(min=1e-300)
 
 
+def _dot3(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``(u * v).sum(-1)`` for a last dimension of 3, written out: the same sum in the same order, without
+    torch's reduction kernel over a 3-wide axis (~5x slower on (1,6000,3) on the CPU)."""
+    return u[..., 0] * v[..., 0] + u[..., 1] * v[..., 1] + u[..., 2] * v[..., 2]
+
+
 def midpoint_normalized(x1n: torch.Tensor, x2n: torch.Tensor, R: torch.Tensor, t: torch.Tensor):
     """Midpoint of the closest points of the two viewing rays, from normalised coordinates.
 
@@ -180,11 +186,11 @@ def midpoint_normalized(x1n: torch.Tensor, x2n: torch.Tensor, R: torch.Tensor, t
     d1 = to_homogeneous(x1n)  # rays in cam1
     d2 = to_homogeneous(x2n) @ R  # R^T d2, rays of cam2 expressed in cam1
     c2 = -(R.transpose(-1, -2) @ t.unsqueeze(-1)).squeeze(-1).unsqueeze(1)  # (B,1,3)
-    a = (d1 * d1).sum(-1)
-    b = (d1 * d2).sum(-1)
-    c = (d2 * d2).sum(-1)
-    dd = (d1 * c2).sum(-1)
-    e = (d2 * c2).sum(-1)
+    a = _dot3(d1, d1)
+    b = _dot3(d1, d2)
+    c = _dot3(d2, d2)
+    dd = _dot3(d1, c2)
+    e = _dot3(d2, c2)
     den = a * c - b * b
     den = torch.where(den.abs() < 1e-15, torch.full_like(den, 1e-15), den)
     lam1 = (c * dd - b * e) / den

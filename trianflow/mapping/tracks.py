@@ -56,11 +56,18 @@ def bilinear_sample(field: np.ndarray, xy: np.ndarray) -> Tuple[np.ndarray, np.n
     return v.astype(np.float64), inside
 
 
-def match_brightness(img: np.ndarray, ref: np.ndarray) -> np.ndarray:
+def image_stats(img: np.ndarray) -> Tuple[float, float]:
+    """Mean and standard deviation of an image (as :func:`match_brightness` uses them)."""
+    return float(img.mean()), float(img.std())
+
+
+def match_brightness(img: np.ndarray, ref: np.ndarray, img_stats: Optional[Tuple[float, float]] = None,
+                     ref_stats: Optional[Tuple[float, float]] = None) -> np.ndarray:
     """``img (H,W)`` uint8 with its mean and standard deviation mapped onto those of ``ref``
-    (a global gain and offset, so that Lucas-Kanade survives an exposure change)."""
-    m1, s1 = float(img.mean()), float(img.std())
-    m0, s0 = float(ref.mean()), float(ref.std())
+    (a global gain and offset, so that Lucas-Kanade survives an exposure change). ``img_stats`` /
+    ``ref_stats``: their :func:`image_stats` when the caller has them already."""
+    m1, s1 = img_stats if img_stats is not None else image_stats(img)
+    m0, s0 = ref_stats if ref_stats is not None else image_stats(ref)
     if s1 < 1e-6 or abs(m1 - m0) < 2.0 and abs(s1 - s0) < 0.02 * max(s0, 1.0):
         return img
     out = (img.astype(np.float32) - m1) * (s0 / s1) + m0
@@ -126,6 +133,7 @@ class FlowTracks:
         self.xy = np.zeros((0, 2), np.float64)
         self.next_id = 0
         self._obs: list = []  # (ids, frame, xy) per observe() call
+        self._stats: tuple = (None, None)  # (the last grey frame LK saw as gray2, its image_stats)
         self._last_frame: Optional[int] = None
 
     def __len__(self) -> int:
@@ -165,7 +173,11 @@ class FlowTracks:
         returns ``(refined x2 (M,2), ok (M,))``."""
         import cv2
 
-        gray2 = match_brightness(gray2, gray1)
+        # gray1 was the previous call's gray2: its statistics are known (the same numbers, computed once)
+        ref_stats = self._stats[1] if self._stats[0] is gray1 else image_stats(gray1)
+        img_stats = image_stats(gray2)
+        self._stats = (gray2, img_stats)
+        gray2 = match_brightness(gray2, gray1, img_stats, ref_stats)
         crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.01)
         win = (self.lk_window, self.lk_window)
         p1 = np.ascontiguousarray(x1, dtype=np.float32).reshape(-1, 1, 2)
