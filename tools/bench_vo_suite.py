@@ -210,6 +210,7 @@ def main(argv=None) -> int:
                     entry["command"] = command
                     entry["measured"] = datetime.date.today().isoformat()
                     entry["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs"
+                    entry["load_avg_1min"] = os.getloadavg()[0]  # other work on the machine slows pycolmap too
                     stored["rows"][f"{src.name}/{replay}"] = entry
                     STORED.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
                 row = with_peer(row, stored)

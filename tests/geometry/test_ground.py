@@ -147,3 +147,64 @@ def test_fit_ground_from_flow_refuses_what_is_not_one_plane():
     assert not g.found and "translation" in g.reason
     empty = np.full((size[0], size[1], 2), np.nan, np.float32)
     assert not fit_ground_from_flow(empty, R, t, K).found
+
+
+def _road_images(K, size, R, t, n, d, contrast=40.0, seed=0):
+    """Two grey frames of a textured plane ``n . X + d = 0`` (frame 1's camera), frame 2 moved by
+    ``X2 = R X1 + t``; the texture is a function of the point on the plane (frame 1 coordinates)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    tex = cv2.GaussianBlur(rng.normal(0, 1, (2400, 2400)).astype(np.float32), (0, 0), 2.0)
+    tex = 128 + contrast * tex / tex.std()
+    H, W = size
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float64)
+    p = np.stack([xs, ys, np.ones_like(xs)], -1) @ np.linalg.inv(K).T
+
+    def render(nc, dc, to_frame1):
+        den = p @ nc
+        s = np.where(den < -1e-9, -dc / np.minimum(den, -1e-9), np.nan)
+        X1 = to_frame1(p * s[..., None])
+        u = (X1[..., 0] * 40 + 1200).astype(np.float32)  # 40 texture pixels per unit on the plane
+        v = (X1[..., 2] * 40 + 100).astype(np.float32)
+        img = cv2.remap(tex, np.nan_to_num(u, nan=-1), np.nan_to_num(v, nan=-1), cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=128)
+        return np.clip(img + rng.normal(0, 1.0, img.shape), 0, 255).astype(np.uint8)
+
+    n2 = R @ n
+    img1 = render(n, d, lambda X: X)
+    img2 = render(n2, d - n2 @ t, lambda X: (X - t) @ R)
+    return img1, img2
+
+
+@pytest.mark.parametrize("units,contrast", [(1.0, 40.0), (0.05, 40.0), (1.0, 4.0)])
+def test_fit_ground_photometric_recovers_the_height_over_the_step(units, contrast):
+    """Direct alignment of the road's grey levels: the height over the step on a textured road and on a
+    nearly untextured one (grey-level contrast 4 over a sensor noise of 1)."""
+    from scipy.spatial.transform import Rotation
+
+    from trianflow.geometry.ground import fit_ground_photometric
+
+    K = np.array([[700.0, 0, 600], [0, 700, 180], [0, 0, 1]])
+    size = (370, 1220)
+    n = np.array([0.0, -1.0, 0.02])
+    n /= np.linalg.norm(n)
+    R = Rotation.from_euler("y", 2.0, degrees=True).as_matrix()
+    t = np.array([0.03, 0.0, -1.0])
+    img1, img2 = _road_images(K, size, R, t, n, 1.65, contrast)
+    g = fit_ground_photometric(img1, img2, R, t * units, K)
+    assert g.found, g.reason
+    assert g.height == pytest.approx(1.65 * units, rel=0.02)
+    assert np.allclose(g.normal, n, atol=0.02)
+
+
+def test_fit_ground_photometric_refuses_a_road_that_is_not_there():
+    from trianflow.geometry.ground import fit_ground_photometric
+
+    K = np.array([[700.0, 0, 600], [0, 700, 180], [0, 0, 1]])
+    rng = np.random.default_rng(2)
+    a, b = (rng.integers(0, 256, (370, 1220)).astype(np.uint8) for _ in range(2))  # unrelated frames
+    g = fit_ground_photometric(a, b, np.eye(3), np.array([0.0, 0.0, -1.0]), K)
+    assert not g.found and g.reason
+    g = fit_ground_photometric(a, a, np.eye(3), np.zeros(3), K)
+    assert not g.found and "translation" in g.reason

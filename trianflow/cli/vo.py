@@ -41,9 +41,10 @@ def add_parser(sub) -> None:
                    help="with --refine ba and no --camera-height: do not hold the camera height above a visible "
                    "ground constant (the scale then comes from the map alone)")
     p.add_argument("--ground-flow", action="store_true",
-                   help="also find the road plane in the dense flow under keyframes whose map points show none "
-                   "(a rear camera, a road with few tracked points; measured: KITTI 03 reversed t_err 4.6 -> "
-                   "1.35 %%, forwards 0.53 -> 0.79 %%)")
+                   help="also find the road plane under keyframes whose map points show none, from the dense flow "
+                   "or, where no plane explains it (a fast road with little texture), by aligning the road's grey "
+                   "levels (a rear camera, a road with few tracked points; measured: KITTI 03 reversed t_err 4.6 -> "
+                   "1.35 %%, forwards 0.53 -> 0.80 %%; see docs/RESULTS.md)")
     p.add_argument("--no-loop", action="store_true",
                    help="no loop closure (default with --refine ba: keyframes that revisit an earlier place are "
                    "recognised, verified and the trajectory is corrected by a Sim(3) pose graph)")

@@ -19,8 +19,8 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["GroundPlane", "GroundOptions", "FlowGroundOptions", "fit_ground_plane", "fit_ground_from_flow",
-           "ground_scale_profile", "rescale_trajectory"]
+__all__ = ["GroundPlane", "GroundOptions", "FlowGroundOptions", "PhotometricGroundOptions", "fit_ground_plane",
+           "fit_ground_from_flow", "fit_ground_photometric", "ground_scale_profile", "rescale_trajectory"]
 
 
 @dataclass
@@ -72,6 +72,7 @@ class GroundPlane:
     candidates: int = 0
     tilt_deg: float = float("nan")
     reason: str = ""
+    method: str = ""  # "points", "flow" (DIS flow's homography) or "photometric" (grey-level alignment)
 
 
 def _not_found(reason: str, candidates: int = 0) -> GroundPlane:
@@ -159,7 +160,7 @@ def fit_ground_plane(X: np.ndarray, xy: np.ndarray, K: np.ndarray, image_size,
         return _not_found(f"the best plane is tilted {tilt:.0f} deg from horizontal", n_cand)
     if n_in < opt.min_inliers or n_in < opt.min_inlier_ratio * len(P):
         return _not_found(f"{n_in} of {len(P)} points on the plane", n_cand)
-    return GroundPlane(True, n, d, n_in, n_cand, tilt, "")
+    return GroundPlane(True, n, d, n_in, n_cand, tilt, "", "points")
 
 
 @dataclass
@@ -273,7 +274,180 @@ def fit_ground_from_flow(flow: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.n
         return _not_found(f"the best plane is tilted {tilt:.0f} deg from horizontal", n_cand)
     if n_in < opt.min_inlier_ratio * n_cand:
         return _not_found(f"{n_in} of {n_cand} road pixels on one plane", n_cand)
-    return GroundPlane(True, n, d, n_in, n_cand, tilt, "")
+    return GroundPlane(True, n, d, n_in, n_cand, tilt, "", "flow")
+
+
+@dataclass
+class PhotometricGroundOptions:
+    """Settings of :func:`fit_ground_photometric`.
+
+    min_row, max_col: the road region, as :class:`FlowGroundOptions`.
+    scales: the pyramid levels aligned, coarse to fine (fractions of the full resolution).
+    stride: region pixels sampled every ``stride`` pixels of each level.
+    blur_px: Gaussian smoothing of both images (widens the basin of convergence).
+    search: ``(low, high, n)``: the initial heights tried, ``n`` log-spaced multiples of the translation length
+        between ``low`` and ``high`` (a level road below the camera).
+    iterations: Gauss-Newton steps per level.
+    max_tilt_deg: the fitted normal within this of the camera's up axis. A vehicle's camera sees the road within
+        a degree or two of level; measured on three KITTI drives with the true motion, fits tilted 3-5 deg had locked
+        onto kerbs, verges or cars and read 20-30 % high, those under 3 deg within 1.44-1.90 m of 1.65.
+    max_rel_std: the height's relative standard deviation from the final Gauss-Newton normal matrix.
+    max_cost_ratio: the plane's median absolute residual at most this fraction of that of the rotation alone
+        (the plane must explain the road's motion, not only the rotation).
+    """
+
+    min_row: float = 0.3
+    max_col: float = 0.5
+    scales: tuple = (0.25, 0.5)
+    stride: int = 2
+    blur_px: float = 1.0
+    search: tuple = (0.3, 50.0, 24)
+    iterations: int = 10
+    max_tilt_deg: float = 3.0
+    max_rel_std: float = 0.01
+    max_cost_ratio: float = 0.8
+
+
+def _pyramid_level(img: np.ndarray, K: np.ndarray, s: float):
+    """``img`` resized by ``s`` and its intrinsics (pixel centres at integers)."""
+    import cv2
+
+    if s == 1.0:
+        return img, K.copy()
+    out = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    Kl = K.copy()
+    Kl[:2, :2] *= s
+    Kl[:2, 2] = (K[:2, 2] + 0.5) * s - 0.5
+    return out, Kl
+
+
+def _remap(img: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``img`` at ``xy (N,2)``; NaN outside."""
+    import cv2
+
+    m = np.ascontiguousarray(xy, dtype=np.float32).reshape(-1, 1, 2)
+    return cv2.remap(img, m[..., 0], m[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                     borderValue=float("nan")).ravel().astype(np.float64)
+
+
+def fit_ground_photometric(gray1: np.ndarray, gray2: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray,
+                           options: Optional[PhotometricGroundOptions] = None) -> GroundPlane:
+    """Ground plane of the road region by direct alignment: the ``m = n / d`` whose plane-induced homography
+    ``K (R - t m^T) K^-1`` best maps frame 1's road pixels onto frame 2's grey levels, for a pair of motion
+    ``X2 = R X1 + t`` (frame 1's camera, the units of ``t``).
+
+    Where a fast, weakly textured road gives a dense flow that no single plane explains (DIS matches patches;
+    :func:`fit_ground_from_flow` finds nothing there), every pixel's grey level still constrains the plane: a
+    1-D search over the height of a level road, then Gauss-Newton on the three parameters of ``m`` with Huber
+    weights, coarse to fine. ``gray1``, ``gray2``: ``(H,W)`` uint8 (a global gain and offset is removed).
+
+    Returns:
+        :class:`GroundPlane` (``inliers`` / ``candidates``: region pixels within 2.5 sigma of the robust residual /
+        sampled at the finest level).
+    """
+    import cv2
+
+    opt = options or PhotometricGroundOptions()
+    R = np.asarray(R, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64).reshape(3)
+    K = np.asarray(K, dtype=np.float64)
+    tn = float(np.linalg.norm(t))
+    if not tn > 1e-12:
+        return _not_found("no translation: the plane's distance is unobservable")
+    g1 = gray1.astype(np.float32)
+    g2 = gray2.astype(np.float32)
+    g2 = (g2 - g2.mean()) * (g1.std() / max(float(g2.std()), 1e-6)) + g1.mean()
+    if opt.blur_px > 0:
+        g1 = cv2.GaussianBlur(g1, (0, 0), opt.blur_px)
+        g2 = cv2.GaussianBlur(g2, (0, 0), opt.blur_px)
+    m = None
+    for s in opt.scales:
+        I1, Kl = _pyramid_level(g1, K, s)
+        I2, _ = _pyramid_level(g2, K, s)
+        gx = cv2.Sobel(I2, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+        gy = cv2.Sobel(I2, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+        H, W = I1.shape
+        cx, cy = Kl[0, 2], Kl[1, 2]
+        y0 = cy + opt.min_row * max(H - 1 - cy, 1.0)
+        ys, xs = np.mgrid[int(np.ceil(y0)):H - 2:opt.stride,
+                          int(max(cx - opt.max_col * 0.5 * W, 2)):int(min(cx + opt.max_col * 0.5 * W, W - 2)):opt.stride]
+        if ys.size < 50:
+            return _not_found(f"{ys.size} pixels in the road region", ys.size)
+        x1 = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
+        i1 = I1[ys.ravel(), xs.ravel()].astype(np.float64)
+        ray = np.c_[x1, np.ones(len(x1))] @ np.linalg.inv(Kl).T
+        Rray = ray @ R.T
+        Kt = Kl @ t
+
+        def warp(mm):  # the region's pixels in frame 2 and their residuals
+            q = (Rray - np.outer(ray @ mm, t)) @ Kl.T
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x2 = q[:, :2] / q[:, 2:3]
+            return _remap(I2, x2) - i1, x2, q
+
+        if m is None:  # a level road at heights search[0] .. search[1] times the translation
+            best = None
+            for ratio in np.geomspace(opt.search[0], opt.search[1], int(opt.search[2])):
+                mm = np.array([0.0, -1.0, 0.0]) / (ratio * tn)
+                res = warp(mm)[0]
+                ok = np.isfinite(res)
+                if ok.mean() < 0.5:
+                    continue
+                c = float(np.median(np.abs(res[ok])))
+                if best is None or c < best[0]:
+                    best = (c, mm)
+            if best is None:
+                return _not_found("the road region leaves the next frame", len(x1))
+            m = best[1]
+        A = None
+        for _ in range(opt.iterations):
+            res, x2, q = warp(m)
+            gxs, gys = _remap(gx, x2), _remap(gy, x2)
+            ok = np.isfinite(res) & np.isfinite(gxs) & np.isfinite(gys)
+            if ok.mean() < 0.3:
+                return _not_found("the road region leaves the next frame", len(x1))
+            z = q[:, 2]
+            # d x2 / d m = (d x2 / d q) (d q / d m), d q / d m = -(K t) ray^T
+            dq = -Kt[None, :, None] * ray[:, None, :]  # (N,3,3)
+            dxm = dq[:, 0] / z[:, None] - (q[:, 0] / z ** 2)[:, None] * dq[:, 2]
+            dym = dq[:, 1] / z[:, None] - (q[:, 1] / z ** 2)[:, None] * dq[:, 2]
+            J = (gxs[:, None] * dxm + gys[:, None] * dym)[ok]
+            r = res[ok]
+            sigma = 1.4826 * float(np.median(np.abs(r))) + 1e-6
+            k = 1.345 * sigma
+            w = np.minimum(1.0, k / np.maximum(np.abs(r), 1e-12))
+            A = (J * w[:, None]).T @ J
+            b = (J * w[:, None]).T @ r
+            try:
+                dm = -np.linalg.solve(A + 1e-9 * np.trace(A) * np.eye(3), b)
+            except np.linalg.LinAlgError:
+                return _not_found("the road region does not constrain a plane", len(x1))
+            m = m + dm
+            if np.linalg.norm(dm) < 1e-4 * np.linalg.norm(m):
+                break
+    d = 1.0 / max(float(np.linalg.norm(m)), 1e-300)
+    n = m * d
+    n_cand = int(ok.size)
+    if not (np.isfinite(d) and n[1] < 0):
+        return _not_found("the plane does not lie below the camera", n_cand)
+    tilt = float(np.degrees(np.arccos(np.clip(-n[1], -1, 1))))
+    if tilt > opt.max_tilt_deg:
+        return _not_found(f"the best plane is tilted {tilt:.1f} deg from horizontal", n_cand)
+    try:
+        cov = np.linalg.inv(A) * sigma ** 2
+    except np.linalg.LinAlgError:
+        return _not_found("the road region does not constrain a plane", n_cand)
+    g = -d ** 2 * n  # d(height) / d m
+    rel_std = float(np.sqrt(max(g @ cov @ g, 0.0))) / d
+    if rel_std > opt.max_rel_std:
+        return _not_found(f"the height is uncertain ({100 * rel_std:.1f} %)", n_cand)
+    rot = warp(np.zeros(3))[0]  # the rotation alone (a plane at infinity)
+    rot = rot[np.isfinite(rot)]
+    ratio = float(np.median(np.abs(r))) / max(float(np.median(np.abs(rot))) if len(rot) else 0.0, 1e-9)
+    if ratio > opt.max_cost_ratio:
+        return _not_found(f"the plane explains little of the road's motion (residual {ratio:.2f} x the rotation's)",
+                          n_cand)
+    return GroundPlane(True, n, d, int((np.abs(r) < 2.5 * sigma).sum()), n_cand, tilt, "", "photometric")
 
 
 def ground_scale_profile(heights: np.ndarray, found: np.ndarray, camera_height: Optional[float] = None,

@@ -45,6 +45,7 @@ class GroundCollector:
         self.flow_fits: dict = {}
         self.use_flow = bool(config.ground_flow)
         self.flow_used = 0  # keyframes whose plane came from the dense flow (see fits)
+        self.photometric = 0  # ... of the flow planes found, those of the direct alignment (DIS had none)
         self.overlap: list = []  # keyframes with both planes: (map height, flow height, step, frame, keyframe)
         self._flow = None
 
@@ -53,11 +54,13 @@ class GroundCollector:
         """The road plane under keyframe ``keyframe`` from the dense flow to frame ``index``
         (:func:`~trianflow.geometry.ground.fit_ground_from_flow`; DIS ``medium`` on the image's road rows),
         ``rel (4,4)``: the motion keyframe -> frame in the chain units of that moment. Used where the map
-        finds no plane under the keyframe (a rear camera, a road with few tracked points)."""
+        finds no plane under the keyframe (a rear camera, a road with few tracked points). Where no plane
+        explains the DIS flow (a fast road with little texture), the plane is aligned on the grey levels
+        instead (:func:`~trianflow.geometry.ground.fit_ground_photometric`)."""
         if not (self.enabled and self.use_flow):
             return
-        from trianflow.flow_backends import DISFlow
-        from trianflow.geometry.ground import FlowGroundOptions, fit_ground_from_flow
+        from trianflow.flow_backends import DISFlow, to_gray
+        from trianflow.geometry.ground import FlowGroundOptions, fit_ground_from_flow, fit_ground_photometric
 
         step = float(np.linalg.norm(rel[:3, 3]))
         if step <= 1e-12:
@@ -71,6 +74,9 @@ class GroundCollector:
         flow = np.full((H, W, 2), np.nan, np.float32)
         flow[y0:] = self._flow.forward(image_kf[y0:], image[y0:])
         g = fit_ground_from_flow(flow, rel[:3, :3], rel[:3, 3], self.K, opt)
+        if not g.found:  # a fast, weakly textured road: no one plane explains DIS there; align the grey levels
+            g = fit_ground_photometric(to_gray(image_kf), to_gray(image), rel[:3, :3], rel[:3, 3], self.K)
+            self.photometric += int(g.found)
         self.flow_fits[keyframe] = (g, step, index)
 
     def observe_pair(self, index: int, ref_index: int, X1: np.ndarray, xy1: np.ndarray, step: float) -> None:
@@ -119,9 +125,13 @@ class GroundCollector:
                     self.flow_used += 1
                 else:
                     kfs.append((f, g, None, f))
-                    if g.found and fl is not None and fl[0].found:
+                    if g.found and fl is not None and fl[0].found and fl[0].method == "flow":  # calibrates DIS
                         self.overlap.append((g.height, fl[0].height, fl[1], fl[2], f))
-            if sum(g.found for _, g in kg) >= 3 or not self.per_pair:  # enough of the map's own planes
+            # enough planes of the map's own, or (ground_flow) of the road where the map had none: the photometric
+            # ones, and the DIS flow's where 3 or more overlaps with the map's calibrate their bias
+            usable = sum(g.found for _, g in kg) + sum(
+                1 for _, g, st, _ in kfs if st is not None and (g.method == "photometric" or len(self.overlap) >= 3))
+            if usable >= 3 or not self.per_pair:
                 return kfs
         self.overlap = []  # the pairs' planes: no flow planes among them
         self.flow_used = 0
@@ -140,7 +150,8 @@ def apply_ground_scale(poses, fits, frames, cfg: VOConfig, points, mapping, warn
     without a plane keep the chained scale of their neighbours. Records ``ground_height`` and
     ``scale_source`` per frame. ``overlap``: ``[(map height, flow height, step, frame, keyframe)]`` of the
     keyframes where both the map and the dense flow found a plane (:attr:`GroundCollector.overlap`); with 3 or
-    more, the flow planes among ``fits`` are scaled by the median ratio. Returns ``(poses, summary dict)``."""
+    more, the DIS flow planes among ``fits`` are scaled by the median ratio (DIS underestimates the near road's
+    flow: its heights read high); the photometric planes are taken as they are. Returns ``(poses, summary dict)``."""
     from trianflow.geometry.ground import ground_scale_profile, rescale_trajectory
 
     n = len(poses)
@@ -167,7 +178,8 @@ def apply_ground_scale(poses, fits, frames, cfg: VOConfig, points, mapping, warn
             heights[j] = converted(g.height, step, f, ref)
             if not np.isfinite(heights[j]):
                 continue
-            heights[j] *= flow_gain  # with the map's planes, an entry with a step is a flow plane
+            if g.method != "photometric":  # a DIS flow plane (an entry with a step beside the map's planes)
+                heights[j] *= flow_gain
         found[j] = True
         frames[f].ground_height = float(g.height)
     summary = {"mode": "metric" if cfg.camera_height is not None else "relative",

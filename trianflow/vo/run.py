@@ -128,6 +128,7 @@ def run_vo(seq, config: Optional[VOConfig] = None, flow_fn=None, depth_fn=None, 
         poses, ground = apply_ground_scale(poses, fits, frames, cfg, points, mapping, warnings, vo.ground.overlap)
         if cfg.ground_flow:
             ground["flow_planes"] = vo.ground.flow_used  # keyframes whose plane came from the dense flow
+            ground["photometric_planes"] = vo.ground.photometric  # flow planes found by the direct alignment
     loops = None
     if places is not None:
         places.close()
