@@ -187,3 +187,12 @@ def test_refine_ba_on_synthetic_sequence_lowers_the_error(synthetic):
     w2c = {int(f): np.linalg.inv(ba.poses[f]) for f in np.unique(mp["obs_frame"])}
     err = reprojection_errors(ba.K, w2c, mp["xyz"], mp["obs_point"], mp["obs_frame"], mp["obs_xy"])
     assert np.median(err) < 0.5
+
+
+def test_bundle_adjust_refuses_observations_in_a_frame_without_a_pose():
+    c2w, X, op, of, oxy = _scene()
+    init, X0 = _perturb(c2w, X)
+    missing = max(init)
+    partial = {f: T for f, T in init.items() if f != missing}
+    with pytest.raises(KeyError, match="without an initial pose"):
+        bundle_adjust(K, SIZE, partial, X0, op, of, oxy, constant_frames=[0, 1])

@@ -400,7 +400,7 @@ def fit_ground_photometric(gray1: np.ndarray, gray2: np.ndarray, R: np.ndarray, 
                 return _not_found("the road region leaves the next frame", len(x1))
             m = best[1]
         A = None
-        for _ in range(opt.iterations):
+        for _ in range(max(1, int(opt.iterations))):
             res, x2, q = warp(m)
             gxs, gys = _remap(gx, x2), _remap(gy, x2)
             ok = np.isfinite(res) & np.isfinite(gxs) & np.isfinite(gys)

@@ -147,9 +147,13 @@ def bundle_adjust(K: np.ndarray, image_size, poses_w2c: Dict[int, np.ndarray], p
     # per observation, sorted by point: (image id, point2D index) as Python ints, built once (not per point)
     frame_to_id = np.zeros(max(frames + [int(obs_frame.max()) if len(obs_frame) else 0]) + 1, np.int64)
     frame_to_id[frames] = np.arange(1, len(frames) + 1)
-    elements = [TE(a, b) for a, b in zip(frame_to_id[obs_frame[by_point]].tolist(), p2d_idx[by_point].tolist())]
+    ids_sorted = frame_to_id[obs_frame[by_point]]
+    counts = np.diff(starts)
+    if (ids_sorted[np.repeat(counts >= 2, counts)] == 0).any():
+        raise KeyError("bundle_adjust: a point is observed in a frame without an initial pose")
+    elements = [TE(a, b) for a, b in zip(ids_sorted.tolist(), p2d_idx[by_point].tolist())]
     bounds = starts.tolist()
-    for j in np.flatnonzero(np.diff(starts) >= 2).tolist():  # one observation constrains nothing (pycolmap refuses it)
+    for j in np.flatnonzero(counts >= 2).tolist():  # one observation constrains nothing (pycolmap refuses it)
         pid[j] = rec.add_point3D(points[j], pycolmap.Track(elements[bounds[j]:bounds[j + 1]]))
     ba_opts = pycolmap.BundleAdjustmentOptions()
     ba_opts.refine_focal_length = bool(opt.refine_intrinsics)
