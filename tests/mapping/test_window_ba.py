@@ -150,3 +150,38 @@ def test_interpolate_frame_poses_keeps_unseen_frames():
     np.testing.assert_array_equal(out[0], adjusted)
     np.testing.assert_allclose(out[1], adjusted @ vo[1])  # after the last keyframe: the VO's motion from it
     np.testing.assert_array_equal(out[2:], vo[2:])  # never seen by the mapper
+
+
+def test_a_window_that_turns_the_keyframes_is_solved_again_with_rotation_anchors():
+    """A solution that changes a keyframe-to-keyframe rotation by more than the allowance (0.5 deg + 10 % of
+    that rotation) is solved again with points at infinity that hold the rotations as they were; without
+    anchors it stands."""
+    from trianflow.mapping.window_ba import rotation_anchors, rotation_change_excess
+
+    c2w, X, kfs = _window()
+    poses = {i: T.copy() for i, T in enumerate(c2w)}
+    for i in (2, 3, 4):  # the free keyframes start 1 deg off in yaw: the plain solution turns them back
+        poses[i][:3, :3] = poses[i][:3, :3] @ _yaw(np.radians(1.0))
+    bad = {k.frame: np.zeros(len(k.obs_ids), bool) for k in kfs}
+    plain = adjust_window(K, SIZE, 4, kfs[2:], kfs[:2], poses, X.copy(), bad, MapperConfig(rotation_anchors=0), None,
+                          BAOptions(max_iterations=50))
+    assert plain.stat["adjusted"] and "rotation_anchored" not in plain.stat
+    w2c = {f: np.linalg.inv(T) for f, T in plain.poses_c2w.items()}
+    # keyframe 1 -> 2 turned back by 1 deg where 0.5 + 0.1 x 1.4 deg was allowed
+    assert rotation_change_excess(poses, w2c, [0, 1, 2, 3, 4], 0.5, 0.1) == pytest.approx(1.0 - 0.64, abs=0.05)
+    assert rotation_change_excess(poses, w2c, [0, 1, 2, 3, 4], 2.0, 0.0) < 0
+    anchored = adjust_window(K, SIZE, 4, kfs[2:], kfs[:2], poses, X.copy(), bad, MapperConfig(), None,
+                             BAOptions(max_iterations=50))
+    assert anchored.stat["rotation_anchored"]["excess_deg"] > 0 and anchored.stat["adjusted"]
+    assert len(anchored.point_ids) + len(anchored.dropped_ids) == anchored.stat["points"]  # anchors are no map points
+    w2c_a = {f: np.linalg.inv(T) for f, T in anchored.poses_c2w.items()}
+    assert rotation_change_excess(poses, w2c_a, [0, 1, 2, 3, 4], 0.0, 0.0) < \
+        rotation_change_excess(poses, w2c, [0, 1, 2, 3, 4], 0.0, 0.0)  # held back (a soft prior: exact data win)
+    # the anchors: far away, seen exactly where the poses project them
+    w2c0 = {f: np.linalg.inv(T) for f, T in poses.items()}
+    A, a_pt, a_fr, a_xy = rotation_anchors(K, SIZE, w2c0, [0, 1, 2, 3, 4], 30)
+    assert len(A) == 30 and np.linalg.norm(A - c2w[4][:3, 3], axis=1).min() > 1e4
+    for p, f, xy in zip(a_pt, a_fr, a_xy):
+        q = K @ (w2c0[f][:3, :3] @ A[p] + w2c0[f][:3, 3])
+        assert np.allclose(q[:2] / q[2], xy)
+    assert len(a_pt) == 30 * 5  # all in view of every keyframe of this gentle window

@@ -157,6 +157,49 @@ def outlier_update(upd: WindowUpdate, errors: np.ndarray, points: np.ndarray, o_
                 upd.bad_obs[k.frame] = np.isin(k.obs_ids, bad_ids[m])
 
 
+def rotation_change_excess(old_c2w: Dict[int, np.ndarray], new_w2c: Dict[int, np.ndarray], frames,
+                           base_deg: float, rel: float) -> float:
+    """How far (degrees) the solution ``new_w2c`` changes a rotation between consecutive ``frames`` beyond what is
+    allowed, ``base_deg + rel x`` that rotation (larger turns are estimated less exactly); <= 0: within. Poses
+    missing from ``new_w2c`` keep ``old_c2w``."""
+    R0 = {f: old_c2w[f][:3, :3] for f in frames}
+    R1 = {f: new_w2c[f][:3, :3].T if f in new_w2c else R0[f] for f in frames}
+    ang = lambda R: float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0))))  # noqa: E731
+    worst = -np.inf
+    for a, b in zip(frames[:-1], frames[1:]):
+        rel0 = R0[a].T @ R0[b]
+        worst = max(worst, ang(rel0.T @ (R1[a].T @ R1[b])) - (base_deg + rel * ang(rel0)))
+    return worst if np.isfinite(worst) else 0.0
+
+
+def rotation_anchors(K, size, poses_w2c: Dict[int, np.ndarray], frames, n: int):
+    """``n`` points far beyond the scene (``1e4`` times the window's extent) on a grid of the newest keyframe's
+    view, and their observations ``(point, frame, xy)`` where the current poses project them: a point at infinity
+    is blind to translation, so in the adjustment they hold only the keyframes' relative rotations."""
+    H, W = int(size[0]), int(size[1])
+    c2w = {f: np.linalg.inv(poses_w2c[f]) for f in frames}
+    centres = np.stack([c2w[f][:3, 3] for f in frames])
+    extent = float(np.linalg.norm(centres.max(0) - centres.min(0))) + 1.0
+    g = int(np.ceil(np.sqrt(n)))
+    us, vs = np.meshgrid(np.linspace(0.1 * W, 0.9 * W, g), np.linspace(0.1 * H, 0.9 * H, g))
+    pix = np.c_[us.ravel(), vs.ravel(), np.ones(g * g)][:n]
+    rays = pix @ np.linalg.inv(K).T
+    rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+    last = c2w[frames[-1]]
+    X = last[:3, 3] + (rays @ last[:3, :3].T) * (1e4 * extent)
+    pt, fr, xy = [], [], []
+    for f in frames:
+        Xc = X @ poses_w2c[f][:3, :3].T + poses_w2c[f][:3, 3]
+        q = Xc @ K.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = q[:, :2] / q[:, 2:3]
+        ok = (Xc[:, 2] > 0) & (x[:, 0] >= 0) & (x[:, 0] <= W - 1) & (x[:, 1] >= 0) & (x[:, 1] <= H - 1)
+        pt.append(np.flatnonzero(ok))
+        fr.append(np.full(int(ok.sum()), f, np.int64))
+        xy.append(x[ok])
+    return X, np.concatenate(pt), np.concatenate(fr), np.concatenate(xy)
+
+
 def adjust_window(K: np.ndarray, size, keyframe: int, free: List[MapKeyframe], fixed: List[MapKeyframe],
                   kf_poses: Dict[int, np.ndarray], xyz_map: np.ndarray, bad: Dict[int, np.ndarray], cfg,
                   max_points: Optional[int], options: BAOptions) -> WindowUpdate:
@@ -205,9 +248,22 @@ def adjust_window(K: np.ndarray, size, keyframe: int, free: List[MapKeyframe], f
             return upd
         poses_w2c = {k.frame: poses_w2c[k.frame] for k in kfs}
     stat["observations"] = int(len(o_pt))
+    constant = [k.frame for k in fixed]
+    frames = sorted(k.frame for k in kfs)
     try:
-        res = bundle_adjust(K, size, poses_w2c, pts0, o_pt, o_fr, o_xy,
-                            constant_frames=[k.frame for k in fixed], options=options)
+        res = bundle_adjust(K, size, poses_w2c, pts0, o_pt, o_fr, o_xy, constant_frames=constant, options=options)
+        excess = rotation_change_excess(kf_poses, res.poses_w2c, frames, cfg.max_rotation_change_deg,
+                                        cfg.max_rotation_change_rel)
+        if excess > 0 and cfg.rotation_anchors > 0:
+            # the window traded rotation for translation (receding points: a camera driving backwards): solve
+            # again with points at infinity that hold the keyframes' relative rotations as they were
+            A, a_pt, a_fr, a_xy = rotation_anchors(K, size, poses_w2c, frames, cfg.rotation_anchors)
+            n_pts, n_obs = len(pts0), len(o_pt)
+            res = bundle_adjust(K, size, poses_w2c, np.concatenate([pts0, A]), np.concatenate([o_pt, a_pt + n_pts]),
+                                np.concatenate([o_fr, a_fr]), np.concatenate([o_xy, a_xy]), constant_frames=constant,
+                                options=options)
+            res.points, res.errors = res.points[:n_pts], res.errors[:n_obs]
+            stat["rotation_anchored"] = {"excess_deg": excess}
     except Exception as exc:  # pycolmap/Ceres failure: keep the VO poses for this window
         log.warning("bundle adjustment of keyframes %s failed: %s", stat["free"], exc)
         stat["skipped"] = f"solver error: {exc}"
