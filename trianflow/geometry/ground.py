@@ -309,16 +309,16 @@ class PhotometricGroundOptions:
 
 
 def _pyramid_level(img: np.ndarray, K: np.ndarray, s: float):
-    """``img`` resized by ``s`` and its intrinsics (pixel centres at integers)."""
+    """``img`` resized by ``s`` and its intrinsics (:func:`~trianflow.geometry.camera.scale_intrinsics`)."""
     import cv2
+    import torch
+
+    from trianflow.geometry.camera import scale_intrinsics
 
     if s == 1.0:
         return img, K.copy()
     out = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-    Kl = K.copy()
-    Kl[:2, :2] *= s
-    Kl[:2, 2] = (K[:2, 2] + 0.5) * s - 0.5
-    return out, Kl
+    return out, scale_intrinsics(torch.as_tensor(K, dtype=torch.float64), s, s).numpy()
 
 
 def _remap(img: np.ndarray, xy: np.ndarray) -> np.ndarray:
